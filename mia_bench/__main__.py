@@ -1,0 +1,6 @@
+"""``python -m mia_bench`` = ``mia-bench``."""
+
+from mia_bench.cli import main
+
+if __name__ == "__main__":
+    main()

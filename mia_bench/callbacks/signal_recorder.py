@@ -1,0 +1,151 @@
+"""Records per-example signals of the whole pool, epoch by epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from tqdm.auto import tqdm
+
+from mia_bench.artifacts import EpochSignals, save_keep, save_signals
+from mia_bench.augment import query_views
+from mia_bench.hooks import capture_outputs
+from mia_bench.tracking import run_artifact_dir
+
+
+@torch.inference_mode()
+def compute_signals(
+    net: torch.nn.Module,
+    loader: Any,
+    views: Sequence[str] = ("plain",),
+    layers: Sequence[str] = ("embedding",),
+    epoch: int = 0,
+    progress: bool = False,
+) -> EpochSignals:
+    """Logits of every pool example under each query view, and layer embeddings.
+
+    Args:
+        net: the model (put in eval mode for the pass, then restored).
+        loader: yields ``(x, y, index)`` over the whole pool in index order.
+        views: query view names (see :mod:`mia_bench.augment`), view 0 = plain.
+        layers: module paths whose outputs (on view 0) are kept as embeddings.
+        epoch: stored with the signals.
+        progress: show a progress bar.
+
+    Returns:
+        ``EpochSignals`` with logits ``float32[N, A, C]`` and embeddings ``[N, D]``.
+    """
+    fns = query_views(views)
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    logits, labels, indices = [], [], []
+    captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    try:
+        for x, y, index in tqdm(
+            loader, desc=f"signals epoch {epoch}", disable=not progress, leave=False
+        ):
+            x = x.to(device)
+            with capture_outputs(net, layers) as batch_captured:  # plain view only
+                per_view = [net(x).float().cpu()]  # A x [B, C]
+            for n, outputs in batch_captured.items():
+                captured[n].extend(o.cpu() for o in outputs)
+            per_view += [net(fn(x)).float().cpu() for fn in fns[1:]]
+            logits.append(torch.stack(per_view, dim=1))  # [B, A, C]
+            labels.append(y)
+            indices.append(index)
+    finally:
+        net.train(was_training)
+    index = torch.cat(indices).numpy()
+    if not np.array_equal(index, np.arange(len(index))):
+        raise ValueError("the audit loader must yield every pool index once, in order")
+    embeddings = {n: torch.cat(v).float().numpy() for n, v in captured.items()}
+    return EpochSignals(
+        epoch=epoch,
+        logits=torch.cat(logits).numpy(),  # [N, A, C]
+        labels=torch.cat(labels).numpy().astype(np.int64),  # [N]
+        embeddings=embeddings,
+    )
+
+
+class SignalRecorder(Callback):
+    """Saves logits of the whole pool (and embeddings) as run artifacts.
+
+    At the end of every ``every_n_epochs``-th training epoch, and always after the
+    last one, the model is queried on every pool example under each query view;
+    ``signals/epoch_XXX.npz`` and ``embeddings/epoch_XXX/<layer>.npy`` are written
+    atomically into the run's artifact folder, next to ``keep.npy``.
+
+    Args:
+        every_n_epochs: record every n-th epoch (and always the last).
+        layers: module paths to capture with forward hooks (default ``embedding``,
+            the penultimate layer of every net).
+        views: query views; default the datamodule's ``query_views`` (plain, plus
+            mirror for images).
+        progress: show a progress bar while scoring the pool.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        layers: Sequence[str] = ("embedding",),
+        views: Sequence[str] | None = None,
+        progress: bool = True,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.layers = tuple(layers)
+        self.views = tuple(views) if views is not None else None
+        self.progress = progress
+        self.latest: EpochSignals | None = None
+        self.recorded_epochs: list[int] = []
+        self.run_dir: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.run_dir = run_artifact_dir(trainer)
+        save_keep(self.run_dir, trainer.datamodule.keep)
+
+    def is_due(self, trainer: L.Trainer) -> bool:
+        """Whether this epoch's signals should be recorded."""
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        return (epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop
+
+    def record_if_due(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> EpochSignals | None:
+        """Record this epoch's signals once; returns them, or None when not due."""
+        if trainer.sanity_checking or not self.is_due(trainer):
+            return None
+        epoch = trainer.current_epoch
+        if self.latest is not None and self.latest.epoch == epoch:
+            return self.latest
+        dm = trainer.datamodule
+        views = self.views or dm.query_views
+        net = getattr(pl_module, "net", pl_module)  # layer names are paths inside the net
+        signals = compute_signals(
+            net, dm.audit_dataloader(), views, self.layers, epoch, self.progress
+        )
+        if self.run_dir is None:
+            self.run_dir = run_artifact_dir(trainer)
+        save_signals(self.run_dir, signals)
+        self.latest = signals
+        self.recorded_epochs.append(epoch)
+        return signals
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record_if_due(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded_epochs": list(self.recorded_epochs)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.recorded_epochs = list(state_dict.get("recorded_epochs", []))

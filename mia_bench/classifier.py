@@ -1,0 +1,129 @@
+"""The one LightningModule: an injected net trained with cross-entropy.
+
+Per epoch it reports ``train/acc``, ``train/loss`` (over the run's members, as seen
+while training), ``test/acc``, ``test/loss`` (over the run's OUT half of the pool),
+and the generalization gaps of seed 001 (eqs. 3-4): ``gap/acc = train/acc - test/acc``
+and ``gap/loss = test/loss - train/loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mia_bench.tracking import log_epoch_metrics
+
+NetFactory = Callable[[Sequence[int], int], nn.Module]
+
+
+class _StageMetrics(nn.Module):
+    """Running accuracy and mean loss of one stage."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.loss = MeanMetric()
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        self.acc.update(logits.detach(), y)
+        self.loss.update(loss.detach(), weight=len(y))
+
+    def compute_and_reset(self) -> dict[str, float]:
+        out = {"acc": float(self.acc.compute()), "loss": float(self.loss.compute())}
+        self.acc.reset()
+        self.loss.reset()
+        return out
+
+
+class Classifier(L.LightningModule):
+    """Cross-entropy classifier around an injected net.
+
+    Args:
+        net: builds the ``nn.Module`` from ``(input_shape, num_classes)``; in YAML a
+            ``class_path`` from ``mia_bench.nets`` with its options as ``init_args``.
+        num_classes: linked from ``data.num_classes`` by the CLI.
+        input_shape: linked from ``data.input_shape`` by the CLI.
+        optimizer: optimizer factory (default Adam, lr 1e-3).
+        scheduler: optional learning-rate scheduler factory, stepped every epoch.
+        label_smoothing: cross-entropy label smoothing (0 = none).
+    """
+
+    def __init__(
+        self,
+        net: NetFactory,
+        num_classes: int = 10,
+        input_shape: Sequence[int] = (64,),
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net(tuple(input_shape), num_classes)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.label_smoothing = label_smoothing
+        self.train_metrics = _StageMetrics(num_classes)
+        self.test_metrics = _StageMetrics(num_classes)
+        self._test_epoch: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # [B, C]
+
+    def _step(self, batch: tuple, metrics: _StageMetrics) -> torch.Tensor:
+        x, y, _index = batch
+        logits = self(x)  # [B, C]
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        metrics.update(logits, y, F.cross_entropy(logits, y))
+        return loss
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics)
+
+    def validation_step(self, batch: tuple, batch_idx: int) -> None:
+        self._step(batch, self.test_metrics)
+
+    def test_step(self, batch: tuple, batch_idx: int) -> None:
+        self._step(batch, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        test = self.test_metrics.compute_and_reset()
+        if self.trainer.sanity_checking:
+            return
+        self._test_epoch = test
+        for name, value in test.items():
+            self.log(f"test/{name}", value, prog_bar=True, logger=False)
+
+    def on_test_epoch_end(self) -> None:
+        test = self.test_metrics.compute_and_reset()
+        for name, value in test.items():
+            self.log(f"test/{name}", value)
+
+    def on_train_epoch_end(self) -> None:
+        train = self.train_metrics.compute_and_reset()
+        metrics = {f"train/{k}": v for k, v in train.items()}
+        test = self._test_epoch
+        if test:
+            metrics |= {f"test/{k}": v for k, v in test.items()}
+            metrics["gap/acc"] = train["acc"] - test["acc"]
+            metrics["gap/loss"] = test["loss"] - train["loss"]
+        self._test_epoch = {}
+        self.log("train/acc", train["acc"], prog_bar=True, logger=False)
+        log_epoch_metrics(self.trainer, metrics)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -1,0 +1,35 @@
+"""Membership pools: one DataModule per dataset, all sharing the keep-matrix design."""
+
+from mia_bench.data.cifar import CIFAR10, CIFAR100, CIFAR10Partial, ImageMembershipDataModule
+from mia_bench.data.digits import Digits
+from mia_bench.data.location import Location
+from mia_bench.data.membership import MembershipDataModule, Pool, PoolDataset
+from mia_bench.data.purchase100 import Purchase100
+from mia_bench.data.tabular import TabularMembershipDataModule
+from mia_bench.data.texas100 import Texas100
+
+ALL_DATASETS: tuple[type[MembershipDataModule], ...] = (
+    Digits,
+    Location,
+    Purchase100,
+    Texas100,
+    CIFAR10,
+    CIFAR100,
+    CIFAR10Partial,
+)
+
+__all__ = [
+    "ALL_DATASETS",
+    "CIFAR10",
+    "CIFAR100",
+    "CIFAR10Partial",
+    "Digits",
+    "ImageMembershipDataModule",
+    "Location",
+    "MembershipDataModule",
+    "Pool",
+    "PoolDataset",
+    "Purchase100",
+    "TabularMembershipDataModule",
+    "Texas100",
+]

@@ -1,0 +1,58 @@
+"""Capture the outputs of named submodules with forward hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def resolve_layers(module: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
+    """Map layer names (module paths such as ``embedding`` or ``layer1.0``) to modules.
+
+    Raises:
+        ValueError: naming the unknown layers and listing the module's layer names.
+    """
+    available = dict(module.named_modules())
+    missing = [n for n in names if n not in available or n == ""]
+    if missing:
+        listed = ", ".join(n for n in available if n) or "(none)"
+        raise ValueError(f"no layer named {missing} in {type(module).__name__}; layers: {listed}")
+    return {n: available[n] for n in names}
+
+
+@contextmanager
+def capture_outputs(
+    module: nn.Module, names: Sequence[str]
+) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record what the named submodules output while the context is open.
+
+    Each forward pass appends the layer's output, detached and flattened to
+    ``[B, D]``, to ``captured[name]``. Hooks are removed on exit, also on error.
+
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    >>> with capture_outputs(net, ["0"]) as captured:
+    ...     _ = net(torch.ones(4, 3))
+    >>> captured["0"][0].shape
+    torch.Size([4, 2])
+    """
+    captured: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+    def recorder(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(output, tuple):  # e.g. transformer layers return tuples
+                output = output[0]
+            captured[name].append(output.detach().flatten(1))
+
+        return hook
+
+    handles = [
+        m.register_forward_hook(recorder(n)) for n, m in resolve_layers(module, names).items()
+    ]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,55 @@
+"""Log-log ROC curves of membership attacks (LiRA's way of showing low-FPR power)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mia_bench.metrics import auc, roc_curve  # noqa: E402
+
+
+def plot_roc(
+    scores: Mapping[str, np.ndarray], membership: np.ndarray, path: Path, title: str = ""
+) -> Path:
+    """Plot every attack's ROC curve on log-log axes and save a PNG.
+
+    Args:
+        scores: attack name -> ``float64[N]`` scores (higher = member).
+        membership: ``bool[N]`` truth (True = member).
+        path: where to write the PNG.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    floor = 1.0 / max(int((~membership).sum()), 1)
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(s, membership)
+        ax.plot(
+            np.maximum(fpr, floor),
+            np.maximum(tpr, floor),
+            label=f"{name} (AUC {auc(s, membership):.3f})",
+        )
+    ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(floor, 1),
+        ylim=(floor, 1),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,111 @@
+"""The real CLI on tiny configs: what a fit leaves in MLflow and on disk."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mia_bench.artifacts import list_epochs, load_keep, load_signals
+from mia_bench.cli import main
+from mia_bench.tracking import local_artifact_dir
+
+TINY = [
+    "--model.net.init_args.hidden=[32]",
+    "--data.batch_size=256",
+    "--signals.progress=false",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def _fit(*extra: str) -> None:
+    main(["fit", *TINY, *extra])
+
+
+def _runs(tmp: Path):
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("mia-bench")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_fit_writes_signals_metrics_checkpoints(in_tmp):
+    _fit("--trainer.max_epochs=2", "--group=tiny")
+    client, runs = _runs(in_tmp)
+    assert len(runs) == 1
+    run = runs[0]
+    tags = run.data.tags
+    assert tags["mia.group"] == "tiny" and tags["mia.run_index"] == "0"
+    assert tags["mia.num_runs"] == "2" and tags["mia.split_seed"] == "0"
+    for key in (
+        "train/acc",
+        "test/acc",
+        "gap/acc",
+        "gap/loss",
+        "mia/loss/auc",
+        "mia/loss/tpr_at_fpr_0.001",
+        "mia/modified_entropy/auc",
+    ):
+        assert _steps(client, run.info.run_id, key) == [0, 1], key
+    # gap/acc is exactly train - test of the same epoch
+    last = run.data.metrics
+    assert last["gap/acc"] == pytest.approx(last["train/acc"] - last["test/acc"])
+
+    art = local_artifact_dir(run.info.artifact_uri)
+    keep = load_keep(art)
+    assert keep.dtype == bool and keep.shape == (1797,)
+    assert list_epochs(art) == [0, 1]
+    signals = load_signals(art, 1, layers=["embedding"])
+    assert signals.logits.shape == (1797, 1, 10) and signals.logits.dtype == np.float32
+    assert signals.embeddings["embedding"].shape == (1797, 32)
+    assert (art / "roc" / "epoch_001.png").stat().st_size > 1000
+    assert "class_path: mia_bench.data.Digits" in (art / "config.yaml").read_text()
+
+    ckpts = sorted(p.name for p in (in_tmp / "mlruns" / "checkpoints" / run.info.run_id).iterdir())
+    assert ckpts == ["epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"]
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(in_tmp):
+    _fit("--trainer.max_epochs=2", "--group=resume", "--signals.every_n_epochs=2")
+    _fit("--trainer.max_epochs=3", "--group=resume", "--ckpt_path=last")
+    client, runs = _runs(in_tmp)
+    assert len(runs) == 1, "resuming must continue the run, not start another"
+    run_id = runs[0].info.run_id
+    assert _steps(client, run_id, "train/acc") == [0, 1, 2]
+    # every_n_epochs=2 records epoch 1, and always the last epoch (2)
+    assert list_epochs(local_artifact_dir(runs[0].info.artifact_uri)) == [1, 2]
+    assert runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_resume_without_earlier_run_is_a_clear_error(in_tmp):
+    with pytest.raises(FileNotFoundError, match="nothing to resume.*group 'ghost'"):
+        _fit("--trainer.max_epochs=1", "--group=ghost", "--ckpt_path=last")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.run_index=5"], "run_index=5 is outside"),
+        (["--data.num_runs=3", "--data.pkeep=0.5"], "not a whole number"),
+        (["--attacks.attacks=[nope]"], "unknown attack"),
+    ],
+)
+def test_bad_input_exits_with_clear_error(in_tmp, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "mia_bench", "fit", "--trainer.max_epochs=1", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
