@@ -27,6 +27,11 @@ class AttackInputs:
             views, or None. Stored as float64.
         ref_keep: ``bool[R, N]``, True where reference r trained on example n; given
             exactly when ``ref_logits`` is.
+        ref_embeddings: layer name -> ``[R, N, D]`` features of the references (needs
+            ``ref_logits``; the layers are a subset of ``embeddings``).
+        population: ``bool[N]`` pool examples the attacker may use as population
+            samples (RMIA's z); None when the harness supplies none. Attacks must never
+            compare an example with itself.
 
     Raises:
         ValueError: on any shape, dtype or range mismatch, naming it.
@@ -41,6 +46,8 @@ class AttackInputs:
     embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
     ref_logits: np.ndarray | None = None
     ref_keep: np.ndarray | None = None
+    ref_embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
+    population: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         logits = _as_float64(self.logits, "logits")
@@ -53,6 +60,15 @@ class AttackInputs:
         object.__setattr__(self, "labels", _checked_labels(self.labels, logits.shape))
         object.__setattr__(self, "embeddings", _checked_embeddings(self.embeddings, len(logits)))
         self._set_references()
+        self._set_ref_embeddings()
+        if self.population is not None:
+            population = np.asarray(self.population)
+            if population.dtype != bool or population.shape != (len(logits),):
+                raise ValueError(
+                    f"population must be a bool[N] = bool[{len(logits)}] mask, got "
+                    f"{population.dtype}{list(population.shape)}"
+                )
+            object.__setattr__(self, "population", population)
 
     @property
     def num_examples(self) -> int:
@@ -86,6 +102,22 @@ class AttackInputs:
             )
         object.__setattr__(self, "ref_logits", ref_logits)
         object.__setattr__(self, "ref_keep", ref_keep)
+
+    def _set_ref_embeddings(self) -> None:
+        out = {name: np.asarray(e) for name, e in self.ref_embeddings.items()}
+        for name, e in out.items():
+            target = self.embeddings.get(name)
+            if self.ref_logits is None or target is None:
+                raise ValueError(
+                    f"ref_embeddings[{name!r}] needs ref_logits and the target's "
+                    f"embeddings[{name!r}] too"
+                )
+            if e.shape != (self.num_references, *target.shape):
+                raise ValueError(
+                    f"ref_embeddings[{name!r}] must have shape [R, N, D] = "
+                    f"{[self.num_references, *target.shape]}, got {list(e.shape)}"
+                )
+        object.__setattr__(self, "ref_embeddings", MappingProxyType(out))
 
 
 @dataclass(frozen=True)

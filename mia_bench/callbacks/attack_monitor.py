@@ -7,11 +7,14 @@ from collections.abc import Sequence
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
-from mia_bench.attacks import ATTACKS, AttackInputs, get_attack
+from mia_bench.attacks import get_attack
+from mia_bench.audit import build_inputs, needs_embeddings, score_attacks, summarize_scores
 from mia_bench.callbacks.signal_recorder import SignalRecorder
-from mia_bench.metrics import summarize
 from mia_bench.plots import plot_roc
+from mia_bench.references import GroupRun, References, check_same_pool, group_runs, load_references
 from mia_bench.tracking import log_epoch_metrics, run_artifact_dir
 
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "correctness")
@@ -28,18 +31,40 @@ def find_recorder(trainer: L.Trainer) -> SignalRecorder:
     )
 
 
+def _mlflow(trainer: L.Trainer) -> MLFlowLogger:
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            return logger
+    raise RuntimeError(
+        "AttackMonitor(references=...) finds reference groups through MLflow: "
+        "attach an MLFlowLogger (mia-bench fit does)."
+    )
+
+
 class AttackMonitor(Callback):
     """Runs membership attacks on every recorded epoch, as training goes.
 
     The target is the run being trained; its keep row (membership truth) is used only
-    by the metrics. Metrics go to every logger as ``mia/<attack>/<metric>`` with
-    step = epoch; at the end of fit a log-log ROC plot of all attacks of the last
-    recorded epoch is logged as ``roc/epoch_XXX.png``.
+    by the metrics (and to choose RMIA's population among its non-members). Metrics go
+    to every logger as ``mia/<attack>/<metric>`` with step = epoch; at the end of fit a
+    log-log ROC plot of all attacks of the last recorded epoch is saved as the run
+    artifact ``roc/epoch_XXX.png``.
+
+    With ``references`` (names of groups in the same MLflow experiment), attacks that
+    need reference models (LiRA, RMIA, ...) run too. At each epoch the references'
+    signals of the *same* epoch are used (``reference_epoch="same"``, epoch-matched as
+    the target), or each reference's last recorded epoch (``"last"``). A reference run
+    without signals for that epoch is left out; with fewer than ``min_references`` left,
+    the reference attacks skip that epoch with a warning. The target's own run (and, in
+    its own group, its run index) is never a reference.
 
     Args:
         attacks: names from ``mia_bench.attacks.ATTACKS``.
         fprs: FPRs at which TPR is reported.
-        plot: log the ROC plot at the end of fit.
+        plot: save the ROC plot at the end of fit.
+        references: reference group names (None: reference-free attacks only).
+        reference_epoch: ``"same"`` or ``"last"``.
+        min_references: fewest references a reference attack runs with.
     """
 
     def __init__(
@@ -47,31 +72,74 @@ class AttackMonitor(Callback):
         attacks: Sequence[str] = DEFAULT_ATTACKS,
         fprs: Sequence[float] = (0.001, 0.01),
         plot: bool = True,
+        references: Sequence[str] | None = None,
+        reference_epoch: str = "same",
+        min_references: int = 2,
     ) -> None:
+        if reference_epoch not in ("same", "last"):
+            raise ValueError(f"reference_epoch must be 'same' or 'last', got {reference_epoch!r}")
         self.attacks = [get_attack(name) for name in attacks]
         self.fprs = tuple(fprs)
         self.plot = plot
+        self.references = list(references or [])
+        self.reference_epoch = reference_epoch
+        self.min_references = min_references
+        self._reference_runs: list[GroupRun] | None = None
         self.last_scores: dict[str, np.ndarray] = {}
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
 
+    def _find_reference_runs(self, trainer: L.Trainer) -> list[GroupRun]:
+        logger = _mlflow(trainer)
+        client = logger.experiment
+        tags = client.get_run(logger.run_id).data.tags
+        runs = []
+        for group in self.references:
+            found = group_runs(client, logger.experiment_id, group)
+            if not found:
+                raise ValueError(
+                    f"reference group {group!r} has no runs in experiment "
+                    f"{logger.experiment_id}: train it first (mia-bench fleet ... --group {group})"
+                )
+            check_same_pool(tags, found)
+            runs += found
+        own_group, own_index = tags.get("mia.group"), tags.get("mia.run_index")
+        return [
+            r
+            for r in runs
+            if r.run_id != logger.run_id
+            and not (r.group == own_group and str(r.run_index) == own_index)
+        ]
+
+    def _load_references(self, trainer: L.Trainer, epoch: int, layers) -> References | None:
+        if not self.references or not any(a.needs_references for a in self.attacks):
+            return None
+        if self._reference_runs is None:
+            self._reference_runs = self._find_reference_runs(trainer)
+        wanted = epoch if self.reference_epoch == "same" else "last"
+        refs = load_references(self._reference_runs, wanted, layers)
+        count = 0 if refs is None else len(refs.run_ids)
+        if count < self.min_references:
+            rank_zero_warn(
+                f"epoch {epoch}: only {count} reference runs have signals for epoch "
+                f"{wanted} (need {self.min_references}); reference attacks skip this epoch"
+            )
+            return None
+        return refs
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        signals = find_recorder(trainer).record_if_due(trainer, pl_module)
+        recorder = find_recorder(trainer)
+        signals = recorder.record_if_due(trainer, pl_module)
         if signals is None:
             return
         keep = trainer.datamodule.keep
-        inputs = AttackInputs(
-            logits=signals.logits, labels=signals.labels, embeddings=signals.embeddings
-        )
-        metrics: dict[str, float] = {}
-        self.last_scores = {}
-        for attack in self.attacks:
-            scores = attack(inputs)
-            self.last_scores[attack.name] = scores
-            for key, value in summarize(scores, keep, self.fprs).items():
-                metrics[f"mia/{attack.name}/{key}"] = value
-        self.last_epoch = signals.epoch
-        self.last_metrics = metrics
+        layers = recorder.layers if needs_embeddings(self.attacks) else ()
+        refs = self._load_references(trainer, signals.epoch, layers)
+        scores = score_attacks(self.attacks, build_inputs(signals, refs, keep))
+        metrics = {f"mia/{k}": v for k, v in summarize_scores(scores, keep, self.fprs).items()}
+        if refs is not None:
+            metrics["mia/num_references"] = float(len(refs.run_ids))
+        self.last_scores, self.last_epoch, self.last_metrics = scores, signals.epoch, metrics
         log_epoch_metrics(trainer, metrics)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -84,6 +152,3 @@ class AttackMonitor(Callback):
             path,
             title=f"membership attacks, epoch {self.last_epoch}",
         )
-
-
-__all__ = ["ATTACKS", "AttackMonitor", "DEFAULT_ATTACKS", "find_recorder"]

@@ -1,0 +1,130 @@
+"""Audits: attacks + metrics for one target at one epoch, and leave-one-out over a group.
+
+The target's keep row is the membership truth: only :func:`summarize_scores` sees it.
+The harness also derives RMIA's population from it (the pool examples outside the
+target's training set, as RMIA's evaluation does); attacks never compare an example
+with itself, so that choice cannot move an example's own score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mia_bench.artifacts import EpochSignals, load_keep, load_signals
+from mia_bench.attacks import Attack, AttackInputs
+from mia_bench.metrics import summarize
+from mia_bench.references import GroupRun, References, load_references
+
+
+def needs_embeddings(attacks: Sequence[Attack]) -> bool:
+    """Whether any attack reads the references' embeddings."""
+    return any(a.needs_references and "embedding" in a.name for a in attacks)
+
+
+def build_inputs(
+    target: EpochSignals, refs: References | None, target_keep: np.ndarray
+) -> AttackInputs:
+    """The attacker's view of one target, with references when there are any."""
+    if refs is None:
+        return AttackInputs(target.logits, target.labels, dict(target.embeddings))
+    return AttackInputs(
+        logits=target.logits,
+        labels=target.labels,
+        embeddings=dict(target.embeddings),
+        ref_logits=refs.logits,
+        ref_keep=refs.keep,
+        ref_embeddings={k: v for k, v in refs.embeddings.items() if k in target.embeddings},
+        population=~np.asarray(target_keep, dtype=bool),
+    )
+
+
+def score_attacks(attacks: Sequence[Attack], inputs: AttackInputs) -> dict[str, np.ndarray]:
+    """Scores of every attack that can run (reference attacks need references)."""
+    usable = [a for a in attacks if inputs.ref_logits is not None or not a.needs_references]
+    return {a.name: a(inputs) for a in usable}
+
+
+def summarize_scores(
+    scores: Mapping[str, np.ndarray], keep: np.ndarray, fprs: Sequence[float]
+) -> dict[str, float]:
+    """Flat ``<attack>/<metric>`` numbers of every attack's scores."""
+    return {
+        f"{name}/{key}": value
+        for name, s in scores.items()
+        for key, value in summarize(s, keep, tuple(fprs)).items()
+    }
+
+
+@dataclass
+class AuditResult:
+    """Leave-one-out results of one epoch.
+
+    Attributes:
+        epoch: the epoch audited (``"last"`` resolves per run).
+        per_target: run index -> ``<attack>/<metric>`` -> value.
+        scores: the first target's scores per attack (for ROC plots).
+        keep: the first target's keep row.
+        num_references: run index -> how many references it was attacked with.
+    """
+
+    epoch: int | str
+    per_target: dict[int, dict[str, float]] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    keep: np.ndarray | None = None
+    num_references: dict[int, int] = field(default_factory=dict)
+
+    def aggregate(self) -> dict[str, dict[str, float]]:
+        """``<attack>/<metric>`` -> mean, std (over targets) and num_targets."""
+        keys = sorted({k for m in self.per_target.values() for k in m})
+        out = {}
+        for key in keys:
+            values = np.array([m[key] for m in self.per_target.values() if key in m])
+            out[key] = {
+                "mean": float(values.mean()),
+                "std": float(values.std()),
+                "num_targets": int(len(values)),
+            }
+        return out
+
+
+def audit_group(
+    runs: Sequence[GroupRun],
+    attacks: Sequence[Attack],
+    epoch: int | str = "last",
+    num_targets: int = 4,
+    reference_runs: Sequence[GroupRun] | None = None,
+    layers: Sequence[str] = ("embedding",),
+    fprs: Sequence[float] = (0.001, 0.01),
+) -> AuditResult:
+    """Leave-one-out audit: each of the first ``num_targets`` runs is the target.
+
+    Args:
+        runs: the group's runs (one per run index).
+        attacks: attacks to run.
+        epoch: epoch to audit, or ``"last"`` (each run's last recorded epoch).
+        num_targets: how many runs (lowest run indices first) to attack.
+        reference_runs: references; default the group's other runs. From another
+            group, they model an attacker who did not know the target's recipe; a
+            reference with the target's run id is always left out.
+        layers: embedding layers to load when an embedding attack is configured.
+        fprs: FPRs of the TPR metrics.
+    """
+    layers = tuple(layers) if needs_embeddings(attacks) else ()
+    result = AuditResult(epoch=epoch)
+    for target in list(runs)[:num_targets]:
+        target_epoch = target.resolve_epoch(epoch)
+        if target_epoch is None:
+            continue
+        others = [r for r in (reference_runs or runs) if r.run_id != target.run_id]
+        refs = load_references(others, target_epoch if epoch != "last" else "last", layers)
+        signals = load_signals(target.artifact_dir, target_epoch, layers)
+        keep = load_keep(target.artifact_dir)
+        scores = score_attacks(attacks, build_inputs(signals, refs, keep))
+        result.per_target[target.run_index] = summarize_scores(scores, keep, fprs)
+        result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
+        if result.keep is None:
+            result.scores, result.keep = scores, keep
+    return result

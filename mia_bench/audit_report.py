@@ -1,0 +1,119 @@
+"""What an audit writes: a table (CSV, markdown), a JSON summary, a ROC plot, an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from mia_bench.audit import AuditResult
+from mia_bench.plots import plot_roc
+
+
+def attack_names(result: AuditResult) -> list[str]:
+    """Attacks present in the result, in the order they were run."""
+    names: list[str] = []
+    for metrics in result.per_target.values():
+        for key in metrics:
+            name = key.split("/")[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def summary(result: AuditResult, fprs: Sequence[float]) -> dict[str, Any]:
+    """Per attack: auc, tpr_at_fpr (with achieved FPR), balanced_acc, num_targets."""
+    agg = result.aggregate()
+
+    def stat(name: str, key: str) -> dict[str, float]:
+        entry = agg[f"{name}/{key}"]
+        return {"mean": entry["mean"], "std": entry["std"]}
+
+    out = {}
+    for name in attack_names(result):
+        out[name] = {
+            "auc": stat(name, "auc"),
+            "tpr_at_fpr": {
+                f"{x:g}": {
+                    **stat(name, f"tpr_at_fpr_{x:g}"),
+                    "achieved_fpr_mean": stat(name, f"fpr_at_fpr_{x:g}")["mean"],
+                }
+                for x in fprs
+            },
+            "balanced_acc": stat(name, "balanced_acc"),
+            "num_targets": agg[f"{name}/auc"]["num_targets"],
+        }
+    return out
+
+
+def table(result: AuditResult, fprs: Sequence[float]) -> pd.DataFrame:
+    """One row per attack: AUC and TPR at each FPR, as mean ± std over targets."""
+    rows = []
+    for name, s in summary(result, fprs).items():
+        row = {"attack": name, "auc": s["auc"]["mean"], "auc_std": s["auc"]["std"]}
+        for x, t in s["tpr_at_fpr"].items():
+            row[f"tpr@{x}"] = t["mean"]
+            row[f"tpr@{x}_std"] = t["std"]
+        row["balanced_acc"] = s["balanced_acc"]["mean"]
+        row["num_targets"] = s["num_targets"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame, fprs: Sequence[float]) -> str:
+    """The table as markdown, ``mean ± std``, TPR in percent."""
+    head = ["attack", "AUC", *[f"TPR@{x:g} FPR" for x in fprs], "bal. acc", "targets"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [r["attack"], f"{r['auc']:.3f} ± {r['auc_std']:.3f}"]
+        cells += [f"{100 * r[f'tpr@{x:g}']:.2f}% ± {100 * r[f'tpr@{x:g}_std']:.2f}" for x in fprs]
+        cells += [f"{r['balanced_acc']:.3f}", str(int(r["num_targets"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, title: str) -> dict:
+    """Write ``audit.csv``, ``audit.md``, ``audit.json`` and ``roc.png`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    df = table(result, fprs)
+    df.to_csv(folder / "audit.csv", index=False)
+    (folder / "audit.md").write_text(markdown(df, fprs))
+    if result.scores and result.keep is not None:
+        plot_roc(result.scores, result.keep, folder / "roc.png", title=title)
+    doc = {
+        "epoch": result.epoch,
+        "targets": sorted(result.per_target),
+        "num_references": result.num_references,
+        "attacks": summary(result, fprs),
+    }
+    (folder / "audit.json").write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def log_audit_run(
+    client: MlflowClient,
+    exp_id: str,
+    tags: dict[str, str],
+    steps: dict[int, AuditResult],
+    folder: Path,
+) -> str:
+    """An MLflow run holding the audit: metrics ``audit/<attack>/<metric>_mean|_std``."""
+    run = client.create_run(exp_id, run_name=f"audit-{tags['mia.audit_of']}", tags=tags)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"audit/{key}_{stat}", entry[stat], now, step)
+        for step, result in steps.items()
+        for key, entry in result.aggregate().items()
+        for stat in ("mean", "std")
+    ]
+    for start in range(0, len(metrics), 1000):  # MLflow takes 1000 metrics per batch
+        client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
+    client.log_artifacts(run.info.run_id, str(folder))
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

@@ -1,0 +1,159 @@
+"""``mia-bench fleet``: train many runs of a group, resumably, K at a time.
+
+Each run is a separate ``mia-bench fit`` process with ``--data.run_index i`` and
+``--group G``. Before launching, the group's runs in MLflow decide what happens to each
+index: FINISHED runs are skipped, any other existing run is resumed from its last
+checkpoint (``--ckpt_path last``, which continues the same MLflow run), and missing
+ones start fresh. Killing the fleet kills its workers (on Linux), so a second fleet
+never trains a run alongside a leftover worker; one fleet per group at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mia_bench.references import group_runs
+from mia_bench.runs import MlflowSettings, experiment_id, resolve_tracking_uri
+
+
+def parse_runs(spec: str) -> list[int]:
+    """Run indices from ``"0:16"`` (a range), ``"0:16:2"``, ``"3"`` or ``"0,2,5"``.
+
+    >>> parse_runs("0:4"), parse_runs("1,3"), parse_runs("2")
+    ([0, 1, 2, 3], [1, 3], [2])
+    """
+    try:
+        if ":" in spec:
+            return list(range(*(int(p) for p in spec.split(":"))))
+        return [int(p) for p in spec.split(",")]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"--runs {spec!r} is not a run range: use START:STOP (e.g. 0:16), "
+            "START:STOP:STEP, or a comma-separated list (e.g. 0,3,5)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the fleet and what to do with it: ``fresh``, ``resume`` or ``skip``."""
+
+    run_index: int
+    action: str
+
+
+def plan(settings: MlflowSettings, group: str, runs: Sequence[int]) -> list[Job]:
+    """Decide, from MLflow, which runs to skip, resume or start."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
+    existing = {r.run_index: r for r in group_runs(client, experiment_id(client, settings), group)}
+    jobs = []
+    for i in runs:
+        run = existing.get(i)
+        action = "fresh" if run is None else "skip" if run.status == "FINISHED" else "resume"
+        jobs.append(Job(i, action))
+    return jobs
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to kill this worker when the fleet process dies."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Fleet:
+    """Runs jobs as ``mia-bench fit`` processes, at most ``workers`` at once.
+
+    Args:
+        fit_args: arguments given to every ``mia-bench fit`` (config, overrides).
+        group: the group's name.
+        workers: processes at once.
+        log_dir: each run's output goes to ``<log_dir>/run_XXX.log``.
+    """
+
+    def __init__(self, fit_args: Sequence[str], group: str, workers: int, log_dir: Path) -> None:
+        self.fit_args = list(fit_args)
+        self.group = group
+        self.workers = max(1, workers)
+        self.log_dir = log_dir
+        self.running: dict[int, tuple[subprocess.Popen, float, Job]] = {}
+        self.done: list[int] = []
+        self.failed: list[int] = []
+
+    def command(self, job: Job) -> list[str]:
+        """The ``mia-bench fit`` command line of one job."""
+        cmd = [sys.executable, "-m", "mia_bench", "fit", *self.fit_args]
+        cmd += [f"--group={self.group}", f"--data.run_index={job.run_index}"]
+        cmd += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
+        return cmd + (["--ckpt_path=last"] if job.action == "resume" else [])
+
+    def _start(self, job: Job) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"run_{job.run_index:03d}.log", "ab")  # noqa: SIM115
+        threads = str(max(1, (os.cpu_count() or 1) // self.workers))
+        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        proc = subprocess.Popen(
+            self.command(job),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        log.close()
+        self.running[job.run_index] = (proc, time.monotonic(), job)
+        verb = "resuming" if job.action == "resume" else "starting"
+        self._say(
+            f"run {job.run_index}: {verb} (log {self.log_dir / f'run_{job.run_index:03d}.log'})"
+        )
+
+    def _reap(self) -> None:
+        for i, (proc, started, _job) in list(self.running.items()):
+            if proc.poll() is None:
+                continue
+            del self.running[i]
+            seconds = time.monotonic() - started
+            if proc.returncode == 0:
+                self.done.append(i)
+                self._say(f"run {i}: finished in {seconds:.0f}s")
+            else:
+                self.failed.append(i)
+                self._say(
+                    f"run {i}: FAILED (exit {proc.returncode}) after {seconds:.0f}s, "
+                    f"see {self.log_dir / f'run_{i:03d}.log'}"
+                )
+
+    def _say(self, message: str) -> None:
+        status = f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed"
+        print(f"[fleet {self.group}] {message} [{status}]", flush=True)
+
+    def run(self, jobs: Sequence[Job]) -> int:
+        """Train every job that is not ``skip``; returns the number of failed runs."""
+        for job in jobs:
+            if job.action == "skip":
+                self.done.append(job.run_index)
+                self._say(f"run {job.run_index}: already finished, skipped")
+        queue = [j for j in jobs if j.action != "skip"]
+        try:
+            while queue or self.running:
+                while queue and len(self.running) < self.workers:
+                    self._start(queue.pop(0))
+                time.sleep(0.2)
+                self._reap()
+        except KeyboardInterrupt:
+            for proc, _, _ in self.running.values():
+                proc.terminate()
+            raise
+        self._say("all runs ended")
+        return len(self.failed)

@@ -1,0 +1,140 @@
+"""Find a group's runs in MLflow and load their signals as references.
+
+A reference is another run of a group (or of another group: "the attacker did not
+know the recipe") whose keep row and signals of the same epoch are known to the
+attacker. References must share the target's pool: the same dataset, pool size and
+split seed; other groups are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from mia_bench.artifacts import EpochSignals, list_epochs, load_keep, load_signals
+from mia_bench.runs import MlflowSettings, resolve_tracking_uri
+from mia_bench.tracking import local_artifact_dir
+
+POOL_TAGS = ("mia.dataset", "mia.num_examples", "mia.split_seed")
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """One run of a group as MLflow knows it."""
+
+    run_id: str
+    group: str
+    run_index: int
+    status: str
+    artifact_dir: Path
+    tags: dict[str, str]
+
+    def epochs(self) -> list[int]:
+        """Epochs with complete signals."""
+        return list_epochs(self.artifact_dir)
+
+    def resolve_epoch(self, epoch: int | str) -> int | None:
+        """``epoch`` itself if recorded, the last recorded one for ``"last"``, else None."""
+        have = self.epochs()
+        if epoch == "last":
+            return have[-1] if have else None
+        return int(epoch) if int(epoch) in have else None
+
+
+def client_and_experiment(settings: MlflowSettings) -> tuple[MlflowClient, str | None]:
+    """MLflow client of the settings' store and the experiment id (None if absent)."""
+    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    return client, experiment.experiment_id if experiment else None
+
+
+def group_runs(client: MlflowClient, exp_id: str | None, group: str) -> list[GroupRun]:
+    """The group's runs, one per run index (a FINISHED run wins, then the latest)."""
+    if exp_id is None:
+        return []
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`mia.group` = '{group}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50_000,
+    )
+    best: dict[int, GroupRun] = {}
+    for r in found:
+        if "mia.run_index" not in r.data.tags:
+            continue
+        run = GroupRun(
+            run_id=r.info.run_id,
+            group=group,
+            run_index=int(r.data.tags["mia.run_index"]),
+            status=r.info.status,
+            artifact_dir=local_artifact_dir(r.info.artifact_uri),
+            tags=dict(r.data.tags),
+        )
+        held = best.get(run.run_index)
+        if held is None or (held.status != "FINISHED" and run.status == "FINISHED"):
+            best[run.run_index] = run
+    return [best[i] for i in sorted(best)]
+
+
+def check_same_pool(target_tags: dict[str, str], refs: Sequence[GroupRun]) -> None:
+    """Refuse references whose pool differs from the target's.
+
+    Raises:
+        ValueError: naming the reference group and the tag that differs.
+    """
+    for ref in refs:
+        for tag in POOL_TAGS:
+            if ref.tags.get(tag) != target_tags.get(tag):
+                raise ValueError(
+                    f"reference group {ref.group!r} (run {ref.run_index}) has {tag}="
+                    f"{ref.tags.get(tag)!r} but the target has {target_tags.get(tag)!r}: "
+                    "references must be trained on the same pool with the same split seed."
+                )
+
+
+@dataclass(frozen=True)
+class References:
+    """Reference signals stacked for the attacks.
+
+    Attributes:
+        logits: ``float32[R, N, A, C]``.
+        keep: ``bool[R, N]``.
+        embeddings: layer -> ``float32[R, N, D]``.
+        run_ids: the R runs used.
+        epochs: the epoch used for each run.
+    """
+
+    logits: np.ndarray
+    keep: np.ndarray
+    embeddings: dict[str, np.ndarray]
+    run_ids: list[str]
+    epochs: list[int]
+
+
+def load_references(
+    runs: Sequence[GroupRun], epoch: int | str, layers: Sequence[str] = ()
+) -> References | None:
+    """Stack the signals of ``runs`` at ``epoch`` (an int, or ``"last"``).
+
+    Runs without signals for that epoch are left out (documented behaviour: a
+    reference that has not reached the epoch, or recorded other epochs, does not
+    take part). Returns None when no run has the epoch.
+    """
+    picked = [(r, r.resolve_epoch(epoch)) for r in runs]
+    picked = [(r, e) for r, e in picked if e is not None]
+    if not picked:
+        return None
+    loaded: list[EpochSignals] = [load_signals(r.artifact_dir, e, layers) for r, e in picked]
+    return References(
+        logits=np.stack([s.logits for s in loaded]),  # [R, N, A, C]
+        keep=np.stack([load_keep(r.artifact_dir) for r, _ in picked]),  # [R, N]
+        embeddings={
+            layer: np.stack([s.embeddings[layer] for s in loaded]) for layer in layers
+        },  # [R, N, D]
+        run_ids=[r.run_id for r, _ in picked],
+        epochs=[e for _, e in picked],
+    )
