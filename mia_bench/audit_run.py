@@ -1,4 +1,4 @@
-"""One ``mia-bench audit``: find the group, attack leave-one-out, write and log the results."""
+"""One ``mia-bench audit``: of a group (leave-one-out) or of one checkpoint; writes and logs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mia_bench.attacks import ATTACKS, get_attack
-from mia_bench.audit import AuditResult, audit_group
+from mia_bench.audit import (
+    AuditResult,
+    audit_group,
+    build_inputs,
+    needs_embeddings,
+    score_attacks,
+    summarize_scores,
+)
 from mia_bench.audit_report import log_audit_run, write_outputs
-from mia_bench.references import check_same_pool, client_and_experiment, group_runs
+from mia_bench.own_model import config_of_run, load_keep_file, signals_of_checkpoint
+from mia_bench.references import (
+    check_same_pool,
+    client_and_experiment,
+    group_runs,
+    load_references,
+)
 from mia_bench.runs import MlflowSettings
 
 
@@ -76,3 +91,64 @@ def run_audit(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def audit_checkpoint(
+    settings: MlflowSettings,
+    checkpoint: Path,
+    references: Sequence[str],
+    config: Path | None = None,
+    keep: Path | None = None,
+    epoch: str = "last",
+    attacks: Sequence[str] | None = None,
+    layers: Sequence[str] = ("embedding",),
+    fprs: Sequence[float] = (0.001, 0.01),
+    output: Path = Path("audit.json"),
+) -> dict[str, Any]:
+    """Attack one model given as a checkpoint, with reference groups; returns the JSON doc.
+
+    The config and keep row default to those of the MLflow run that wrote the
+    checkpoint (``mlruns/checkpoints/<run_id>/...``).
+    """
+    client, exp_id = client_and_experiment(settings)
+    found = config_of_run(client, checkpoint) if config is None or keep is None else None
+    if (config is None or keep is None) and found is None:
+        raise ValueError(
+            f"{checkpoint} is not in a mia-bench run's checkpoint folder: pass --config "
+            "(the fit config of the model) and --keep (a .npy bool[N] keep row)"
+        )
+    config = config or found[0]
+    keep_path = keep or found[1]
+    signals, data = signals_of_checkpoint(checkpoint, _fit_only(config), tuple(layers))
+    keep_row = load_keep_file(keep_path, data.num_examples)
+    own_run = checkpoint.resolve().parent.name  # a run is never its own reference
+    reference_runs = [
+        r for g in references for r in group_runs(client, exp_id, g) if r.run_id != own_run
+    ]
+    target_tags = {f"mia.{k}": str(v) for k, v in data.membership_info().items()}
+    check_same_pool(target_tags, reference_runs)
+    chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
+    refs = load_references(reference_runs, epoch, tuple(layers) if needs_embeddings(chosen) else ())
+    scores = score_attacks(chosen, build_inputs(signals, refs, keep_row))
+    result = AuditResult(epoch=signals.epoch, keep=keep_row, scores=scores)
+    result.per_target[0] = summarize_scores(scores, keep_row, fprs)
+    result.num_references[0] = 0 if refs is None else len(refs.run_ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = write_outputs(result, fprs, Path(tmp), title=f"{checkpoint.name}")
+        doc["markdown"] = (Path(tmp) / "audit.md").read_text()
+        tags = {"mia.audit_of": str(checkpoint), "mia.references": ",".join(references)}
+        doc["run_id"] = log_audit_run(client, exp_id, tags, {signals.epoch: result}, Path(tmp))
+    doc |= {"checkpoint": str(checkpoint), "references": list(references)}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def _fit_only(config: Path) -> Path:
+    """A copy of a logged fit config without the keys only ``fit`` knows."""
+    doc = yaml.safe_load(Path(config).read_text())
+    for key in ("ckpt_path", "weights_only", "config"):
+        doc.pop(key, None)
+    out = Path(tempfile.mkdtemp(prefix="mia-config-")) / "config.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    return out

@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
-from mia_bench.audit_run import run_audit  # noqa: E402
+from mia_bench.audit_run import audit_checkpoint, run_audit  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, SignalRecorder  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
@@ -143,6 +145,21 @@ def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
     return cli.config, cli.group_name()
 
 
+def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataModule]:
+    """The model and data module a mia-bench fit config describes."""
+    cli = _ParseOnlyCLI(
+        Classifier,
+        MembershipDataModule,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+        args=["-c", str(config)],
+        run=False,
+    )
+    init = cli.parser.instantiate_classes(cli.config)
+    return init.model, init.data
+
+
 def fleet_main(argv: list[str]) -> int:
     """``mia-bench fleet``: train runs of a group (see :mod:`mia_bench.fleet`)."""
     parser = argparse.ArgumentParser(
@@ -179,7 +196,14 @@ def audit_main(argv: list[str]) -> int:
         description="Leave-one-out audit of a group: each of the first T runs is the "
         "target, the other runs (or --references groups) are its reference models.",
     )
-    parser.add_argument("--group", required=True, help="the group to audit")
+    parser.add_argument("--group", default=None, help="the group to audit")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="audit this model instead of a group (needs --references)",
+    )
+    parser.add_argument("--config", default=None, help="fit config of --checkpoint's model")
+    parser.add_argument("--keep", default=None, help=".npy keep row of --checkpoint's model")
     parser.add_argument("--epoch", default="last", help="'last' (default), 'all', or a number")
     parser.add_argument("--targets", type=int, default=4, help="runs attacked in turn")
     parser.add_argument(
@@ -199,6 +223,26 @@ def audit_main(argv: list[str]) -> int:
     parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
     args = parser.parse_args(argv)
     settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
+    if args.checkpoint:
+        if not args.references:
+            parser.error("--checkpoint needs --references GROUP[,GROUP]")
+        doc = audit_checkpoint(
+            settings,
+            Path(args.checkpoint),
+            args.references.split(","),
+            config=Path(args.config) if args.config else None,
+            keep=Path(args.keep) if args.keep else None,
+            epoch=args.epoch,
+            attacks=args.attacks.split(",") if args.attacks else None,
+            layers=args.layers.split(","),
+            fprs=[float(x) for x in args.fprs.split(",")],
+            output=Path(args.output),
+        )
+        print(doc["markdown"], end="")
+        print(f"audit run {doc['run_id']}; JSON at {args.output}")
+        return 0
+    if not args.group:
+        parser.error("give --group GROUP (or --checkpoint PATH --references GROUP)")
     doc = run_audit(
         settings,
         args.group,

@@ -1,0 +1,173 @@
+"""Audits and per-epoch reference attacks on a small trained group."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mia_bench.cli import main
+from mia_bench.references import client_and_experiment, group_runs
+from mia_bench.runs import MlflowSettings
+
+TINY = [
+    "--data.num_runs=4",
+    "--trainer.max_epochs=3",
+    "--model.net.init_args.hidden=[32]",
+    "--data.batch_size=128",
+    "--trainer.enable_progress_bar=false",
+    "--signals.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def group_dir(tmp_path_factory):
+    """A 4-run digits group 'g' trained once for the module (cwd = its folder)."""
+    folder = tmp_path_factory.mktemp("group")
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["fleet", "--runs", "0:4", "--workers", "2", "--group", "g", *TINY]) == 0
+        yield folder
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def in_group(group_dir, monkeypatch):
+    monkeypatch.chdir(group_dir)
+    return group_dir
+
+
+@pytest.mark.slow
+def test_audit_writes_json_table_and_mlflow_run(in_group):
+    out = in_group / "audit.json"
+    main(
+        [
+            "audit",
+            "--group",
+            "g",
+            "--targets",
+            "3",
+            "--output",
+            str(out),
+            "--attacks",
+            "loss,lira_online,lira_offline_fixed_var,rmia_offline",
+        ]
+    )
+    doc = json.loads(out.read_text())
+    assert doc["targets"] == [0, 1, 2]
+    assert doc["num_references"] == {"0": 3, "1": 3, "2": 3}
+    for name in ("loss", "lira_online", "lira_offline_fixed_var", "rmia_offline"):
+        entry = doc["attacks"][name]
+        assert 0.0 <= entry["auc"]["mean"] <= 1.0 and entry["num_targets"] == 3
+        assert set(entry["tpr_at_fpr"]) == {"0.001", "0.01"}
+        assert entry["tpr_at_fpr"]["0.001"]["achieved_fpr_mean"] <= 0.001
+        assert "mean" in entry["balanced_acc"]
+    client, exp_id = client_and_experiment(MlflowSettings())
+    run = client.get_run(doc["run_id"])
+    assert run.data.tags["mia.audit_of"] == "g"
+    assert "audit/lira_online/auc_mean" in run.data.metrics
+    names = {f.path for f in client.list_artifacts(doc["run_id"])}
+    assert {"audit.csv", "audit.md", "audit.json", "roc.png"} <= names
+
+
+@pytest.mark.slow
+def test_audit_every_epoch_logs_a_step_per_epoch(in_group):
+    doc_path = in_group / "all.json"
+    main(
+        [
+            "audit",
+            "--group",
+            "g",
+            "--epoch",
+            "all",
+            "--targets",
+            "2",
+            "--attacks",
+            "loss",
+            "--output",
+            str(doc_path),
+        ]
+    )
+    doc = json.loads(doc_path.read_text())
+    assert sorted(doc["epochs"]) == ["0", "1", "2"]
+    client, _ = client_and_experiment(MlflowSettings())
+    steps = [m.step for m in client.get_metric_history(doc["run_id"], "audit/loss/auc_mean")]
+    assert sorted(steps) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
+    main(
+        [
+            "fit",
+            *TINY,
+            "--group=target",
+            "--attacks.references=[g]",
+            "--attacks.attacks=[loss,lira_online,rmia_offline]",
+        ]
+    )
+    client, exp_id = client_and_experiment(MlflowSettings())
+    (run,) = client.search_runs([exp_id], "tags.`mia.group` = 'target'")
+    for key in ("mia/lira_online/auc", "mia/rmia_offline/tpr_at_fpr_0.001", "mia/loss/auc"):
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [
+            0,
+            1,
+            2,
+        ], key
+    # the target is run 0 of its own group: all 4 runs of g are references
+    assert run.data.metrics["mia/num_references"] == 4
+
+
+@pytest.mark.slow
+def test_references_from_another_pool_are_refused(in_group):
+    main(["fleet", "--runs", "0:2", "--group", "other_seed", *TINY, "--data.split_seed=7"])
+    with pytest.raises(ValueError, match="split_seed.*same pool"):
+        main(["audit", "--group", "g", "--references", "other_seed", "--attacks", "loss"])
+    client, exp_id = client_and_experiment(MlflowSettings())
+    assert len(group_runs(client, exp_id, "other_seed")) == 2
+
+
+@pytest.mark.slow
+def test_checkpoint_audit_recomputes_the_recorded_signals(in_group):
+    from mia_bench.artifacts import load_signals
+    from mia_bench.own_model import config_of_run, signals_of_checkpoint
+
+    client, exp_id = client_and_experiment(MlflowSettings())
+    run0 = group_runs(client, exp_id, "g")[0]
+    ckpt = in_group / "mlruns" / "checkpoints" / run0.run_id / "epoch_002.ckpt"
+    config, _ = config_of_run(client, ckpt)
+    signals, _ = signals_of_checkpoint(ckpt, config)
+    recorded = load_signals(run0.artifact_dir, 2, ["embedding"])
+    assert signals.epoch == 2
+    np.testing.assert_allclose(signals.logits, recorded.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        signals.embeddings["embedding"], recorded.embeddings["embedding"], rtol=1e-5, atol=1e-5
+    )
+    out = in_group / "own.json"
+    main(
+        [
+            "audit",
+            "--checkpoint",
+            str(ckpt),
+            "--references",
+            "g",
+            "--attacks",
+            "loss,lira_online",
+            "--output",
+            str(out),
+        ]
+    )
+    doc = json.loads(out.read_text())
+    assert doc["num_references"] == {"0": 3}  # the group less the checkpoint's own run
+    assert doc["attacks"]["lira_online"]["num_targets"] == 1
+
+
+def test_checkpoint_outside_a_run_needs_config_and_keep(in_tmp, tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"")
+    with pytest.raises(ValueError, match="pass --config"):
+        main(["audit", "--checkpoint", str(ckpt), "--references", "g"])
