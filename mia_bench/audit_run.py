@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mia_bench.attacks import ATTACKS, get_attack
 from mia_bench.audit import (
     AuditResult,
@@ -119,7 +117,7 @@ def audit_checkpoint(
         )
     config = config or found[0]
     keep_path = keep or found[1]
-    signals, data = signals_of_checkpoint(checkpoint, _fit_only(config), tuple(layers))
+    signals, data = signals_of_checkpoint(checkpoint, config, tuple(layers))
     keep_row = load_keep_file(keep_path, data.num_examples)
     own_run = checkpoint.resolve().parent.name  # a run is never its own reference
     reference_runs = [
@@ -142,13 +140,3 @@ def audit_checkpoint(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
     return doc
-
-
-def _fit_only(config: Path) -> Path:
-    """A copy of a logged fit config without the keys only ``fit`` knows."""
-    doc = yaml.safe_load(Path(config).read_text())
-    for key in ("ckpt_path", "weights_only", "config"):
-        doc.pop(key, None)
-    out = Path(tempfile.mkdtemp(prefix="mia-config-")) / "config.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    return out

@@ -4,15 +4,15 @@
 exports a tuple ``ATTACKS`` of its entries; to add a family, import it here and append
 its tuple to the ``_registry(...)`` call (variants are ``functools.partial`` entries).
 
->>> sorted(ATTACKS)[:3]
-['confidence', 'correctness', 'entropy']
+>>> {'confidence', 'correctness', 'entropy'} <= set(ATTACKS)
+True
 >>> get_attack("loss").needs_references
 False
 """
 
 from __future__ import annotations
 
-from mia_bench.attacks import threshold
+from mia_bench.attacks import calibrated, embedding, lira, nn_attack, rmia, threshold
 from mia_bench.attacks.base import Attack, AttackInputs
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "get_attack"]
@@ -28,7 +28,14 @@ def _registry(*families: tuple[Attack, ...]) -> dict[str, Attack]:
     return {a.name: a for a in attacks}
 
 
-ATTACKS: dict[str, Attack] = _registry(threshold.ATTACKS)
+ATTACKS: dict[str, Attack] = _registry(
+    threshold.ATTACKS,
+    calibrated.ATTACKS,
+    lira.ATTACKS,
+    rmia.ATTACKS,
+    nn_attack.ATTACKS,
+    embedding.ATTACKS,
+)
 
 
 def get_attack(name: str) -> Attack:
