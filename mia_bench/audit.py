@@ -15,6 +15,7 @@ import numpy as np
 
 from mia_bench.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
+from mia_bench.attacks.embedding import layer_sweep_scores
 from mia_bench.metrics import summarize
 from mia_bench.references import GroupRun, References, load_references
 
@@ -41,10 +42,22 @@ def build_inputs(
     )
 
 
-def score_attacks(attacks: Sequence[Attack], inputs: AttackInputs) -> dict[str, np.ndarray]:
-    """Scores of every attack that can run (reference attacks need references)."""
+def score_attacks(
+    attacks: Sequence[Attack], inputs: AttackInputs, sweep_layers: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Scores of every attack that can run (reference attacks need references).
+
+    With ``nn_embedding`` among the attacks and more layers in ``sweep_layers``, the
+    embedding attack also runs on each other layer, as ``nn_embedding_<layer>`` (seed
+    000's per-layer sweep: which depth leaks the most membership).
+    """
     usable = [a for a in attacks if inputs.ref_logits is not None or not a.needs_references]
-    return {a.name: a(inputs) for a in usable}
+    scores = {a.name: a(inputs) for a in usable}
+    others = [layer for layer in sweep_layers if layer != "embedding"]
+    if "nn_embedding" in scores and others:
+        for layer, s in layer_sweep_scores(inputs, others).items():
+            scores[f"nn_embedding_{layer.replace('.', '_')}"] = s
+    return scores
 
 
 def summarize_scores(
@@ -122,7 +135,7 @@ def audit_group(
         refs = load_references(others, target_epoch if epoch != "last" else "last", layers)
         signals = load_signals(target.artifact_dir, target_epoch, layers)
         keep = load_keep(target.artifact_dir)
-        scores = score_attacks(attacks, build_inputs(signals, refs, keep))
+        scores = score_attacks(attacks, build_inputs(signals, refs, keep), layers)
         result.per_target[target.run_index] = summarize_scores(scores, keep, fprs)
         result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
         if result.keep is None:

@@ -135,7 +135,7 @@ class AttackMonitor(Callback):
         keep = trainer.datamodule.keep
         layers = recorder.layers if needs_embeddings(self.attacks) else ()
         refs = self._load_references(trainer, signals.epoch, layers)
-        scores = score_attacks(self.attacks, build_inputs(signals, refs, keep))
+        scores = score_attacks(self.attacks, build_inputs(signals, refs, keep), layers)
         metrics = {f"mia/{k}": v for k, v in summarize_scores(scores, keep, self.fprs).items()}
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
