@@ -17,6 +17,7 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
+from lightning.pytorch import seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
@@ -92,6 +93,21 @@ class MiaCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
+    def _set_seed(self) -> None:
+        """Seed each run with ``seed_everything + run_index``.
+
+        Runs of a group then differ in initialization and batch order as well as in
+        their training data, like LiRA's independently trained models, while every run
+        stays reproducible. The effective seed is tagged ``mia.seed``.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        seed = config.get("seed_everything")
+        run_index = config.get("data", {}).get("init_args", {}).get("run_index", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or run_index is None:
+            super()._set_seed()
+            return
+        self.run_seed = seed_everything(seed + run_index, workers=True)
+
     def _settings(self) -> dict[str, Any]:
         return self.config_init[self.subcommand] if self.subcommand else self.config_init
 
@@ -107,12 +123,10 @@ class MiaCLI(LightningCLI):
         init = self._settings()
         settings: MlflowSettings = init["mlflow"]
         ckpt_path = init.get("ckpt_path")
-        run_id = open_run(
-            settings,
-            self.group_name(),
-            self.datamodule.membership_info(),
-            resume=ckpt_path == "last",
-        )
+        info = self.datamodule.membership_info()
+        if getattr(self, "run_seed", None) is not None:
+            info["seed"] = self.run_seed
+        run_id = open_run(settings, self.group_name(), info, resume=ckpt_path == "last")
         kwargs["logger"] = MLFlowLogger(
             experiment_name=settings.experiment_name,
             tracking_uri=resolve_tracking_uri(settings.tracking_uri),

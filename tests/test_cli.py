@@ -45,6 +45,7 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
     tags = run.data.tags
     assert tags["mia.group"] == "tiny" and tags["mia.run_index"] == "0"
     assert tags["mia.num_runs"] == "2" and tags["mia.split_seed"] == "0"
+    assert tags["mia.seed"] == "0"  # seed_everything + run_index
     for key in (
         "train/acc",
         "test/acc",

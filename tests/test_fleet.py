@@ -76,6 +76,7 @@ def test_killed_fleet_resumes_without_training_twice(in_tmp):
     all_runs = client.search_runs([exp_id], "tags.`mia.group` = 'killed'")
     assert [r.run_index for r in after] == [0, 1, 2] and len(all_runs) == 3
     assert all(r.status == "FINISHED" for r in after)
+    assert [r.tags["mia.seed"] for r in after] == ["0", "1", "2"]  # runs differ in seed
     assert after[1].run_id == before[1].run_id, "run 1 must resume its own MLflow run"
     # run 0 was skipped: its history is untouched
     assert client.get_metric_history(after[0].run_id, "train/acc") == first_history
