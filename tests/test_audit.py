@@ -171,3 +171,17 @@ def test_checkpoint_outside_a_run_needs_config_and_keep(in_tmp, tmp_path):
     ckpt.write_bytes(b"")
     with pytest.raises(ValueError, match="pass --config"):
         main(["audit", "--checkpoint", str(ckpt), "--references", "g"])
+
+
+@pytest.mark.slow
+def test_parallel_fleet_workers_lose_nothing(in_group):
+    """The fixture trained 4 runs with 2 workers sharing one SQLite store."""
+    client, exp_id = client_and_experiment(MlflowSettings())
+    runs = group_runs(client, exp_id, "g")
+    assert [r.run_index for r in runs] == [0, 1, 2, 3]
+    assert len(client.search_runs([exp_id], "tags.`mia.group` = 'g'")) == 4
+    for run in runs:
+        assert run.status == "FINISHED"
+        for key in ("train/acc", "gap/acc", "mia/loss/auc"):
+            assert sorted(m.step for m in client.get_metric_history(run.run_id, key)) == [0, 1, 2]
+        assert run.epochs() == [0, 1, 2]

@@ -45,10 +45,10 @@ def test_registry_entry() -> None:
 
 def test_signal_layer_is_attacked() -> None:
     x, member = embedding_inputs()
-    scores = get_attack("nn_embedding")(x)
+    scores = get_attack("nn_embedding_raw")(x)  # the runs share one basis here
     assert scores.dtype == np.float64 and scores.shape == (400,) and np.isfinite(scores).all()
     assert auc(scores, member) > 0.75
-    np.testing.assert_array_equal(scores, get_attack("nn_embedding")(x))  # deterministic
+    np.testing.assert_array_equal(scores, get_attack("nn_embedding_raw")(x))  # deterministic
 
 
 def test_layer_is_a_parameter() -> None:
@@ -59,7 +59,7 @@ def test_layer_is_a_parameter() -> None:
 
 def test_layer_sweep_ranks_the_signal_layer_first() -> None:
     x, member = embedding_inputs(seed=2)
-    scores = emb.layer_sweep_scores(x)
+    scores = emb.layer_sweep_scores(x, sort_units=False)
     assert list(scores) == ["fc0", "embedding"]
     aucs = {layer: auc(s, member) for layer, s in scores.items()}
     assert aucs["embedding"] > aucs["fc0"] + 0.15
@@ -103,7 +103,7 @@ def test_wide_layer_is_reduced_by_pca_fitted_on_the_references(monkeypatch) -> N
     fitted = []
     fit_pca = emb._fit_pca
     monkeypatch.setattr(emb, "_fit_pca", lambda *a: fitted.append(a[0].shape) or fit_pca(*a))
-    scores = emb.embedding_attack(x, layer="conv1", max_dim=32, pca_rows=1000)
+    scores = emb.embedding_attack(x, layer="conv1", max_dim=32, pca_rows=1000, sort_units=False)
     assert fitted == [(1000, dim)]
     assert auc(scores, keep[0]) > 0.75
     other = wide[0].copy()
@@ -116,5 +116,40 @@ def test_wide_layer_is_reduced_by_pca_fitted_on_the_references(monkeypatch) -> N
         ref_keep=x.ref_keep,
         ref_embeddings=x.ref_embeddings,
     )
-    again = emb.embedding_attack(changed, layer="conv1", max_dim=32, pca_rows=1000)
+    again = emb.embedding_attack(
+        changed, layer="conv1", max_dim=32, pca_rows=1000, sort_units=False
+    )
     assert again[0] == scores[0]  # nothing (PCA, scaler, MLP) is fitted on the target
+
+
+def test_sorted_units_transfer_across_runs_with_permuted_units() -> None:
+    """Each run orders its hidden units differently (as independently initialized nets do)
+    and members get larger activations: only permutation-invariant features transfer."""
+    rng = np.random.default_rng(3)
+    m, n, dim = 9, 400, 16
+    keep = rng.random((m, n)).argsort(axis=0) < m // 2  # [M, N]
+    act = np.abs(rng.normal(size=(m, n, dim))) * (1.0 + 0.8 * keep[..., None])
+    act = np.stack([a[:, rng.permutation(dim)] for a in act])  # per-run unit order
+    logits = rng.normal(size=(m, n, 1, 3))
+    x = AttackInputs(
+        logits[0],
+        rng.integers(0, 3, n),
+        {"embedding": act[0]},
+        logits[1:],
+        keep[1:],
+        {"embedding": act[1:]},
+    )
+    assert auc(get_attack("nn_embedding")(x), keep[0]) > 0.75
+    np.testing.assert_allclose(  # invariant to the target's own unit order
+        get_attack("nn_embedding")(x),
+        get_attack("nn_embedding")(
+            AttackInputs(
+                x.logits,
+                x.labels,
+                {"embedding": act[0][:, ::-1]},
+                x.ref_logits,
+                x.ref_keep,
+                {"embedding": act[1:]},
+            )
+        ),
+    )
