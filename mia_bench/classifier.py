@@ -23,6 +23,33 @@ from mia_bench.tracking import log_epoch_metrics
 NetFactory = Callable[[Sequence[int], int], nn.Module]
 
 
+class Defense:
+    """A training recipe that changes how the Classifier learns (``model.defense`` in YAML).
+
+    Subclasses (``mia_bench.defenses``) override what they change; the defaults train
+    with plain cross-entropy. Hooks receive the Classifier as ``module``.
+    """
+
+    def setup(self, module: Classifier) -> None:
+        """Called once when fitting starts (before the optimizer is built)."""
+
+    def training_loss(
+        self, module: Classifier, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss to minimize for a batch (logits ``[B, C]``, labels and pool indices ``[B]``)."""
+        return F.cross_entropy(logits, y, label_smoothing=module.label_smoothing)
+
+    def configure_optimizer(
+        self, module: Classifier, optimizer: torch.optim.Optimizer
+    ) -> torch.optim.Optimizer:
+        """Wrap or replace the optimizer (DP-SGD does)."""
+        return optimizer
+
+    def epoch_metrics(self, module: Classifier) -> dict[str, float]:
+        """Extra per-epoch metrics, e.g. ``{"privacy/epsilon": ...}``."""
+        return {}
+
+
 class _StageMetrics(nn.Module):
     """Running accuracy and mean loss of one stage."""
 
@@ -53,6 +80,7 @@ class Classifier(L.LightningModule):
         optimizer: optimizer factory (default Adam, lr 1e-3).
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
         label_smoothing: cross-entropy label smoothing (0 = none).
+        defense: a training recipe from ``mia_bench.defenses`` (None = plain training).
     """
 
     def __init__(
@@ -63,13 +91,15 @@ class Classifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
+        defense: Defense | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "defense"])
         self.net = net(tuple(input_shape), num_classes)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
+        self.defense = defense or Defense()
         self.train_metrics = _StageMetrics(num_classes)
         self.test_metrics = _StageMetrics(num_classes)
         self._test_epoch: dict[str, float] = {}
@@ -77,15 +107,19 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # [B, C]
 
-    def _step(self, batch: tuple, metrics: _StageMetrics) -> torch.Tensor:
+    def _step(self, batch: tuple, metrics: _StageMetrics) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _index = batch
         logits = self(x)  # [B, C]
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         metrics.update(logits, y, F.cross_entropy(logits, y))
-        return loss
+        return logits, y
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.defense.setup(self)
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_metrics)
+        logits, y = self._step(batch, self.train_metrics)
+        return self.defense.training_loss(self, logits, y, batch[2])
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         self._step(batch, self.test_metrics)
@@ -115,11 +149,12 @@ class Classifier(L.LightningModule):
             metrics["gap/acc"] = train["acc"] - test["acc"]
             metrics["gap/loss"] = test["loss"] - train["loss"]
         self._test_epoch = {}
+        metrics |= self.defense.epoch_metrics(self)
         self.log("train/acc", train["acc"], prog_bar=True, logger=False)
         log_epoch_metrics(self.trainer, metrics)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.defense.configure_optimizer(self, self.optimizer(self.parameters()))
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer)

@@ -131,6 +131,7 @@ class SignalRecorder(Callback):
         dm = trainer.datamodule
         views = self.views or dm.query_views
         net = getattr(pl_module, "net", pl_module)  # layer names are paths inside the net
+        net = getattr(net, "_module", net)  # unwrap opacus' GradSampleModule
         signals = compute_signals(
             net, dm.audit_dataloader(), views, self.layers, epoch, self.progress
         )
