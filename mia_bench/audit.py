@@ -81,6 +81,7 @@ class AuditResult:
         scores: the first target's scores per attack (for ROC plots).
         keep: the first target's keep row.
         num_references: run index -> how many references it was attacked with.
+        run_ids: run index -> the target's MLflow run id.
     """
 
     epoch: int | str
@@ -88,6 +89,7 @@ class AuditResult:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     keep: np.ndarray | None = None
     num_references: dict[int, int] = field(default_factory=dict)
+    run_ids: dict[int, str] = field(default_factory=dict)
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """``<attack>/<metric>`` -> mean, std (over targets) and num_targets."""
@@ -132,12 +134,14 @@ def audit_group(
         if target_epoch is None:
             continue
         others = [r for r in (reference_runs or runs) if r.run_id != target.run_id]
-        refs = load_references(others, target_epoch if epoch != "last" else "last", layers)
-        signals = load_signals(target.artifact_dir, target_epoch, layers)
         keep = load_keep(target.artifact_dir)
+        wanted = target_epoch if epoch != "last" else "last"
+        refs = load_references(others, wanted, layers, target_keep=keep)
+        signals = load_signals(target.artifact_dir, target_epoch, layers)
         scores = score_attacks(attacks, build_inputs(signals, refs, keep), layers)
         result.per_target[target.run_index] = summarize_scores(scores, keep, fprs)
         result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
+        result.run_ids[target.run_index] = target.run_id
         if result.keep is None:
             result.scores, result.keep = scores, keep
     return result

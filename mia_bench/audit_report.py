@@ -91,6 +91,8 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
         "targets": sorted(result.per_target),
         "num_references": result.num_references,
         "attacks": summary(result, fprs),
+        "target_runs": result.run_ids,
+        "per_target": result.per_target,
     }
     (folder / "audit.json").write_text(json.dumps(doc, indent=2))
     return doc

@@ -126,8 +126,8 @@ def audit_checkpoint(
     target_tags = {f"mia.{k}": str(v) for k, v in data.membership_info().items()}
     check_same_pool(target_tags, reference_runs)
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
-    refs = load_references(reference_runs, epoch, tuple(layers) if needs_embeddings(chosen) else ())
     layers = tuple(layers) if needs_embeddings(chosen) else ()
+    refs = load_references(reference_runs, epoch, layers, target_keep=keep_row)
     scores = score_attacks(chosen, build_inputs(signals, refs, keep_row), layers)
     result = AuditResult(epoch=signals.epoch, keep=keep_row, scores=scores)
     result.per_target[0] = summarize_scores(scores, keep_row, fprs)

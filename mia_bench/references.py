@@ -116,25 +116,34 @@ class References:
 
 
 def load_references(
-    runs: Sequence[GroupRun], epoch: int | str, layers: Sequence[str] = ()
+    runs: Sequence[GroupRun],
+    epoch: int | str,
+    layers: Sequence[str] = (),
+    target_keep: np.ndarray | None = None,
 ) -> References | None:
     """Stack the signals of ``runs`` at ``epoch`` (an int, or ``"last"``).
 
     Runs without signals for that epoch are left out (documented behaviour: a
     reference that has not reached the epoch, or recorded other epochs, does not
-    take part). Returns None when no run has the epoch.
+    take part), and so is any run trained on exactly ``target_keep`` (the same
+    training set as the target: with the same seed it would be the target itself).
+    Returns None when no run is left.
     """
-    picked = [(r, r.resolve_epoch(epoch)) for r in runs]
-    picked = [(r, e) for r, e in picked if e is not None]
+    picked = [(r, r.resolve_epoch(epoch), load_keep(r.artifact_dir)) for r in runs]
+    picked = [
+        (r, e, k)
+        for r, e, k in picked
+        if e is not None and (target_keep is None or not np.array_equal(k, target_keep))
+    ]
     if not picked:
         return None
-    loaded: list[EpochSignals] = [load_signals(r.artifact_dir, e, layers) for r, e in picked]
+    loaded: list[EpochSignals] = [load_signals(r.artifact_dir, e, layers) for r, e, _ in picked]
     return References(
         logits=np.stack([s.logits for s in loaded]),  # [R, N, A, C]
-        keep=np.stack([load_keep(r.artifact_dir) for r, _ in picked]),  # [R, N]
+        keep=np.stack([k for _, _, k in picked]),  # [R, N]
         embeddings={
             layer: np.stack([s.embeddings[layer] for s in loaded]) for layer in layers
         },  # [R, N, D]
-        run_ids=[r.run_id for r, _ in picked],
-        epochs=[e for _, e in picked],
+        run_ids=[r.run_id for r, _, _ in picked],
+        epochs=[e for _, e, _ in picked],
     )

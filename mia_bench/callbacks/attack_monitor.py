@@ -111,13 +111,15 @@ class AttackMonitor(Callback):
             and not (r.group == own_group and str(r.run_index) == own_index)
         ]
 
-    def _load_references(self, trainer: L.Trainer, epoch: int, layers) -> References | None:
+    def _load_references(
+        self, trainer: L.Trainer, epoch: int, layers: Sequence[str], keep: np.ndarray
+    ) -> References | None:
         if not self.references or not any(a.needs_references for a in self.attacks):
             return None
         if self._reference_runs is None:
             self._reference_runs = self._find_reference_runs(trainer)
         wanted = epoch if self.reference_epoch == "same" else "last"
-        refs = load_references(self._reference_runs, wanted, layers)
+        refs = load_references(self._reference_runs, wanted, layers, target_keep=keep)
         count = 0 if refs is None else len(refs.run_ids)
         if count < self.min_references:
             rank_zero_warn(
@@ -134,7 +136,7 @@ class AttackMonitor(Callback):
             return
         keep = trainer.datamodule.keep
         layers = recorder.layers if needs_embeddings(self.attacks) else ()
-        refs = self._load_references(trainer, signals.epoch, layers)
+        refs = self._load_references(trainer, signals.epoch, layers, keep)
         scores = score_attacks(self.attacks, build_inputs(signals, refs, keep), layers)
         metrics = {f"mia/{k}": v for k, v in summarize_scores(scores, keep, self.fprs).items()}
         if refs is not None:
