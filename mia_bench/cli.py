@@ -7,7 +7,6 @@ are always on, and every run is an MLflow run tagged with its place in the group
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 from lightning.pytorch import seed_everything  # noqa: E402
@@ -23,11 +23,9 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
-from mia_bench.audit_run import audit_checkpoint, run_audit  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, SignalRecorder  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
-from mia_bench.fleet import Fleet, parse_runs, plan  # noqa: E402
 from mia_bench.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
@@ -174,117 +172,19 @@ def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataMod
     return init.model, init.data
 
 
-def fleet_main(argv: list[str]) -> int:
-    """``mia-bench fleet``: train runs of a group (see :mod:`mia_bench.fleet`)."""
-    parser = argparse.ArgumentParser(
-        prog="mia-bench fleet",
-        description="Train runs of a group; finished runs are skipped, interrupted ones "
-        "resume. Other arguments (-c CONFIG, --data.root ..., --trainer.max_epochs ...) "
-        "go to every `mia-bench fit`.",
-    )
-    parser.add_argument("--runs", required=True, help="run indices: START:STOP, or 0,3,5")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--group", default=None, help="group name (default: config's name)")
-    known, fit_args = parser.parse_known_args(argv)
-    if known.group:
-        fit_args += [f"--group={known.group}"]
-    config, group = parse_fit_config(fit_args)
-    runs = parse_runs(known.runs)
-    num_runs = config.data.init_args.num_runs
-    if not runs or min(runs) < 0 or max(runs) >= num_runs:
-        raise SystemExit(
-            f"--runs {known.runs} is outside the group's run indices 0..{num_runs - 1}: "
-            f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
-        )
-    settings = MlflowSettings(**vars(config.mlflow))
-    jobs = plan(settings, group, runs)
-    log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    failed = Fleet(fit_args, group, known.workers, log_dir).run(jobs)
-    return 1 if failed else 0
-
-
-def audit_main(argv: list[str]) -> int:
-    """``mia-bench audit``: leave-one-out attacks over a trained group."""
-    parser = argparse.ArgumentParser(
-        prog="mia-bench audit",
-        description="Leave-one-out audit of a group: each of the first T runs is the "
-        "target, the other runs (or --references groups) are its reference models.",
-    )
-    parser.add_argument("--group", default=None, help="the group to audit")
-    parser.add_argument(
-        "--checkpoint",
-        default=None,
-        help="audit this model instead of a group (needs --references)",
-    )
-    parser.add_argument("--config", default=None, help="fit config of --checkpoint's model")
-    parser.add_argument("--keep", default=None, help=".npy keep row of --checkpoint's model")
-    parser.add_argument("--epoch", default="last", help="'last' (default), 'all', or a number")
-    parser.add_argument("--targets", type=int, default=4, help="runs attacked in turn")
-    parser.add_argument(
-        "--attacks",
-        default=None,
-        help="comma-separated attack names (default: every registered attack)",
-    )
-    parser.add_argument(
-        "--references",
-        default=None,
-        help="comma-separated reference groups (default: the group itself)",
-    )
-    parser.add_argument("--layers", default="embedding", help="layers for embedding attacks")
-    parser.add_argument("--fprs", default="0.001,0.01", help="FPRs of the TPR metrics")
-    parser.add_argument("--output", default="audit.json", help="where the JSON summary goes")
-    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
-    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
-    args = parser.parse_args(argv)
-    settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
-    if args.checkpoint:
-        if not args.references:
-            parser.error("--checkpoint needs --references GROUP[,GROUP]")
-        doc = audit_checkpoint(
-            settings,
-            Path(args.checkpoint),
-            args.references.split(","),
-            config=Path(args.config) if args.config else None,
-            keep=Path(args.keep) if args.keep else None,
-            epoch=args.epoch,
-            attacks=args.attacks.split(",") if args.attacks else None,
-            layers=args.layers.split(","),
-            fprs=[float(x) for x in args.fprs.split(",")],
-            output=Path(args.output),
-        )
-        print(doc["markdown"], end="")
-        print(f"audit run {doc['run_id']}; JSON at {args.output}")
-        return 0
-    if not args.group:
-        parser.error("give --group GROUP (or --checkpoint PATH --references GROUP)")
-    doc = run_audit(
-        settings,
-        args.group,
-        epoch=args.epoch,
-        num_targets=args.targets,
-        attacks=args.attacks.split(",") if args.attacks else None,
-        references=args.references.split(",") if args.references else None,
-        layers=args.layers.split(","),
-        fprs=[float(x) for x in args.fprs.split(",")],
-        output=Path(args.output),
-    )
-    print(doc["markdown"], end="")
-    print(f"audit run {doc['run_id']}; JSON at {args.output}")
-    return 0
-
-
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``mia-bench`` command."""
+    from mia_bench.commands import COMMANDS
+
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] == "fleet":
-        return fleet_main(argv[1:])
-    if argv and argv[0] == "audit":
-        return audit_main(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     parser_kwargs: dict[str, Any] = {sub: defaults for sub in SUBCOMMANDS}
     parser_kwargs["description"] = (
         "mia-bench: train target models and attack them every epoch. Subcommands beyond "
-        "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`."
+        "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
+        "`mia-bench compare --help`."
     )
     MiaCLI(
         Classifier,

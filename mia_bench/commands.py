@@ -1,0 +1,147 @@
+"""The subcommands beyond Lightning's: ``fleet``, ``audit``, ``compare`` (argparse)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mia_bench.audit_run import audit_checkpoint, run_audit
+from mia_bench.cli import parse_fit_config
+from mia_bench.compare import compare
+from mia_bench.fleet import Fleet, parse_runs, plan
+from mia_bench.runs import MlflowSettings
+
+
+def fleet_main(argv: list[str]) -> int:
+    """``mia-bench fleet``: train runs of a group (see :mod:`mia_bench.fleet`)."""
+    parser = argparse.ArgumentParser(
+        prog="mia-bench fleet",
+        description="Train runs of a group; finished runs are skipped, interrupted ones "
+        "resume. Other arguments (-c CONFIG, --data.root ..., --trainer.max_epochs ...) "
+        "go to every `mia-bench fit`.",
+    )
+    parser.add_argument("--runs", required=True, help="run indices: START:STOP, or 0,3,5")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--group", default=None, help="group name (default: config's name)")
+    known, fit_args = parser.parse_known_args(argv)
+    if known.group:
+        fit_args += [f"--group={known.group}"]
+    config, group = parse_fit_config(fit_args)
+    runs = parse_runs(known.runs)
+    num_runs = config.data.init_args.num_runs
+    if not runs or min(runs) < 0 or max(runs) >= num_runs:
+        raise SystemExit(
+            f"--runs {known.runs} is outside the group's run indices 0..{num_runs - 1}: "
+            f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
+        )
+    settings = MlflowSettings(**vars(config.mlflow))
+    jobs = plan(settings, group, runs)
+    log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
+    failed = Fleet(fit_args, group, known.workers, log_dir).run(jobs)
+    return 1 if failed else 0
+
+
+def audit_main(argv: list[str]) -> int:
+    """``mia-bench audit``: leave-one-out attacks over a trained group."""
+    parser = argparse.ArgumentParser(
+        prog="mia-bench audit",
+        description="Leave-one-out audit of a group: each of the first T runs is the "
+        "target, the other runs (or --references groups) are its reference models.",
+    )
+    parser.add_argument("--group", default=None, help="the group to audit")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="audit this model instead of a group (needs --references)",
+    )
+    parser.add_argument("--config", default=None, help="fit config of --checkpoint's model")
+    parser.add_argument("--keep", default=None, help=".npy keep row of --checkpoint's model")
+    parser.add_argument("--epoch", default="last", help="'last' (default), 'all', or a number")
+    parser.add_argument("--targets", type=int, default=4, help="runs attacked in turn")
+    parser.add_argument(
+        "--attacks",
+        default=None,
+        help="comma-separated attack names (default: every registered attack)",
+    )
+    parser.add_argument(
+        "--references",
+        default=None,
+        help="comma-separated reference groups (default: the group itself)",
+    )
+    parser.add_argument("--layers", default="embedding", help="layers for embedding attacks")
+    parser.add_argument("--fprs", default="0.001,0.01", help="FPRs of the TPR metrics")
+    parser.add_argument("--output", default="audit.json", help="where the JSON summary goes")
+    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
+    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
+    args = parser.parse_args(argv)
+    settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
+    if args.checkpoint:
+        if not args.references:
+            parser.error("--checkpoint needs --references GROUP[,GROUP]")
+        doc = audit_checkpoint(
+            settings,
+            Path(args.checkpoint),
+            args.references.split(","),
+            config=Path(args.config) if args.config else None,
+            keep=Path(args.keep) if args.keep else None,
+            epoch=args.epoch,
+            attacks=args.attacks.split(",") if args.attacks else None,
+            layers=args.layers.split(","),
+            fprs=[float(x) for x in args.fprs.split(",")],
+            output=Path(args.output),
+        )
+        print(doc["markdown"], end="")
+        print(f"audit run {doc['run_id']}; JSON at {args.output}")
+        return 0
+    if not args.group:
+        parser.error("give --group GROUP (or --checkpoint PATH --references GROUP)")
+    doc = run_audit(
+        settings,
+        args.group,
+        epoch=args.epoch,
+        num_targets=args.targets,
+        attacks=args.attacks.split(",") if args.attacks else None,
+        references=args.references.split(",") if args.references else None,
+        layers=args.layers.split(","),
+        fprs=[float(x) for x in args.fprs.split(",")],
+        output=Path(args.output),
+    )
+    print(doc["markdown"], end="")
+    print(f"audit run {doc['run_id']}; JSON at {args.output}")
+    return 0
+
+
+def compare_main(argv: list[str]) -> int:
+    """``mia-bench compare``: recipe table and gap scatters over the store's audits."""
+    parser = argparse.ArgumentParser(
+        prog="mia-bench compare",
+        description="Compare audited groups (recipes): a table of accuracy, gap and attack "
+        "success, and scatters of TPR at 0.1%% FPR against the generalization gap.",
+    )
+    parser.add_argument(
+        "--attacks",
+        default="loss,lira_online_fixed_var,lira_online",
+        help="attacks to tabulate and plot (comma-separated)",
+    )
+    parser.add_argument("--groups", default=None, help="only these audited groups")
+    parser.add_argument("--experiments", default=None, help="experiments to read (comma list)")
+    parser.add_argument("--filter", default="", help="extra MLflow filter on audit runs")
+    parser.add_argument("--output_dir", default="compare", help="where the files go")
+    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
+    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
+    args = parser.parse_args(argv)
+    settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
+    attacks = args.attacks.split(",")
+    compare(
+        settings,
+        attacks,
+        Path(args.output_dir),
+        groups=args.groups.split(",") if args.groups else None,
+        experiments=args.experiments.split(",") if args.experiments else None,
+        filter_string=args.filter,
+    )
+    print((Path(args.output_dir) / "compare.md").read_text(), end="")
+    return 0
+
+
+COMMANDS = {"fleet": fleet_main, "audit": audit_main, "compare": compare_main}

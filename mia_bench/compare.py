@@ -1,0 +1,174 @@
+"""``mia-bench compare``: recipes side by side, and attack success against the gap.
+
+Reads the audit runs in the MLflow store (tag ``mia.audit_of``; the latest per audited
+group and reference set), joins each audited target with its own run's accuracy and
+generalization gap, and writes
+
+* a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at 0.1%
+  FPR per attack with the spread over targets) as markdown and CSV;
+* scatters of TPR at 0.1% FPR against the train-test accuracy gap and the loss gap,
+  coloured by test accuracy, one point per audited target (seed 001, Figs. 5-7).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from mia_bench.runs import MlflowSettings, resolve_tracking_uri  # noqa: E402
+
+RUN_METRICS = {
+    "train_acc": "train/acc",
+    "test_acc": "test/acc",
+    "gap_acc": "gap/acc",
+    "gap_loss": "gap/loss",
+}
+
+
+def load_audits(
+    client: MlflowClient,
+    exp_ids: Sequence[str],
+    groups: Sequence[str] | None = None,
+    filter_string: str = "",
+) -> list[dict]:
+    """The latest audit document per (audited group, references), with its run id."""
+    query = "tags.`mia.audit_of` != ''" + (f" and {filter_string}" if filter_string else "")
+    runs = client.search_runs(
+        list(exp_ids),
+        filter_string=query,
+        order_by=["attributes.start_time DESC"],
+        max_results=10_000,
+    )
+    seen, audits = set(), []
+    for run in runs:
+        key = (run.data.tags["mia.audit_of"], run.data.tags.get("mia.references", ""))
+        if key in seen or (groups and key[0] not in groups):
+            continue
+        seen.add(key)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run.info.run_id, "audit.json", tmp)
+            doc = json.loads(Path(path).read_text())
+        doc |= {"audit_run": run.info.run_id, "group": key[0], "references": key[1]}
+        audits.append(doc)
+    return audits
+
+
+def _run_metric(client: MlflowClient, run_id: str, key: str, epoch: int | str) -> float:
+    if epoch == "last":
+        return client.get_run(run_id).data.metrics.get(key, float("nan"))
+    values = [m.value for m in client.get_metric_history(run_id, key) if m.step == int(epoch)]
+    return values[-1] if values else float("nan")
+
+
+def points(client: MlflowClient, audits: Sequence[dict]) -> pd.DataFrame:
+    """One row per audited target: its accuracy, gaps, and each attack's metrics."""
+    rows = []
+    for doc in audits:
+        for index, metrics in doc.get("per_target", {}).items():
+            run_id = doc["target_runs"][index]
+            row = {
+                "group": doc["group"],
+                "references": doc["references"],
+                "run_index": int(index),
+                "run_id": run_id,
+            }
+            row |= {k: _run_metric(client, run_id, m, doc["epoch"]) for k, m in RUN_METRICS.items()}
+            rows.append(row | metrics)
+    return pd.DataFrame(rows)
+
+
+def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
+    """One row per audit: means (and spreads) over its targets."""
+    cols = {k: "mean" for k in RUN_METRICS}
+    for a in attacks:
+        for m in ("auc", "tpr_at_fpr_0.001"):
+            if f"{a}/{m}" in pts:
+                cols[f"{a}/{m}"] = ["mean", "std"]
+    table = pts.groupby(["group", "references"], sort=False).agg(cols)
+    table.columns = [c if s == "mean" else f"{c}_{s}" for c, s in table.columns]
+    table["num_targets"] = pts.groupby(["group", "references"], sort=False).size()
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
+    """The recipe table as markdown: accuracies in percent, TPR in percent."""
+    head = ["recipe", "references", "train acc", "test acc", "gap"]
+    for a in attacks:
+        head += [f"{a} AUC", f"{a} TPR@0.1%"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [
+            r["group"],
+            r["references"],
+            f"{100 * r['train_acc']:.1f}",
+            f"{100 * r['test_acc']:.1f}",
+            f"{100 * r['gap_acc']:.1f}",
+        ]
+        for a in attacks:
+            auc, tpr = f"{a}/auc", f"{a}/tpr_at_fpr_0.001"
+            cells.append(f"{r[auc]:.3f} ± {r[auc + '_std']:.3f}" if auc in r else "-")
+            cells.append(f"{100 * r[tpr]:.2f} ± {100 * r[tpr + '_std']:.2f}" if tpr in r else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def scatter(pts: pd.DataFrame, attack: str, x: str, path: Path) -> Path:
+    """TPR at 0.1% FPR of ``attack`` against ``x`` (gap_acc or gap_loss), coloured by test acc."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    shown = ax.scatter(
+        pts[x],
+        100 * pts[f"{attack}/tpr_at_fpr_0.001"],
+        c=100 * pts["test_acc"],
+        cmap="viridis",
+        s=18,
+    )
+    fig.colorbar(shown, ax=ax, label="test accuracy (%)")
+    label = {"gap_acc": "train - test accuracy", "gap_loss": "test - train loss"}[x]
+    ax.set(xlabel=label, ylabel=f"{attack} TPR at 0.1% FPR (%)", title=f"{len(pts)} audited models")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare(
+    settings: MlflowSettings,
+    attacks: Sequence[str],
+    output_dir: Path,
+    groups: Sequence[str] | None = None,
+    experiments: Sequence[str] | None = None,
+    filter_string: str = "",
+    log: bool = True,
+) -> pd.DataFrame:
+    """Write ``compare.md``, ``compare.csv``, ``points.csv`` and the scatters; log them."""
+    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
+    names = experiments or [settings.experiment_name]
+    exp_ids = [e.experiment_id for n in names if (e := client.get_experiment_by_name(n))]
+    audits = load_audits(client, exp_ids, groups, filter_string)
+    if not audits:
+        raise ValueError(f"no audit runs found in experiments {names}: run mia-bench audit first")
+    pts = points(client, audits)
+    table = recipe_table(pts, attacks)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output_dir / "compare.csv", index=False)
+    pts.to_csv(output_dir / "points.csv", index=False)
+    (output_dir / "compare.md").write_text(markdown(table, attacks))
+    for a in attacks:
+        if f"{a}/tpr_at_fpr_0.001" in pts:
+            for x in ("gap_acc", "gap_loss"):
+                scatter(pts, a, x, output_dir / f"tpr_vs_{x}_{a}.png")
+    if log:
+        run = client.create_run(exp_ids[0], run_name="compare", tags={"mia.compare": "true"})
+        client.log_artifacts(run.info.run_id, str(output_dir))
+        client.set_terminated(run.info.run_id)
+    return table

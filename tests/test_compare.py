@@ -1,0 +1,89 @@
+"""mia-bench compare and the notebook, over two small audited groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mia_bench.cli import main
+from mia_bench.references import client_and_experiment
+from mia_bench.runs import MlflowSettings
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--data.num_runs=4",
+    "--trainer.max_epochs=2",
+    "--model.net.init_args.hidden=[32]",
+    "--data.batch_size=128",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(folder)
+    for group, extra in (("plain", []), ("dropout", ["--model.net.init_args.dropout=0.5"])):
+        assert (
+            main(["fleet", "--runs", "0:4", "--workers", "2", "--group", group, *TINY, *extra]) == 0
+        )
+        main(
+            [
+                "audit",
+                "--group",
+                group,
+                "--targets",
+                "3",
+                "--attacks",
+                "loss,lira_online",
+                "--output",
+                f"{group}.json",
+            ]
+        )
+    yield folder
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_compare_table_scatter_and_mlflow_run(store, monkeypatch):
+    monkeypatch.chdir(store)
+    main(["compare", "--attacks", "loss,lira_online", "--output_dir", "out"])
+    table = pd.read_csv(store / "out" / "compare.csv")
+    assert sorted(table["group"]) == ["dropout", "plain"]
+    assert (table["num_targets"] == 3).all()
+    pts = pd.read_csv(store / "out" / "points.csv")
+    assert len(pts) == 6
+    # the table's means are the means of the points it was built from
+    for group, rows in pts.groupby("group"):
+        row = table[table["group"] == group].iloc[0]
+        assert row["gap_acc"] == pytest.approx(rows["gap_acc"].mean())
+        assert row["lira_online/tpr_at_fpr_0.001"] == pytest.approx(
+            rows["lira_online/tpr_at_fpr_0.001"].mean()
+        )
+    # each point's gap is the target run's own train - test accuracy
+    doc = json.loads((store / "plain.json").read_text())
+    client, exp_id = client_and_experiment(MlflowSettings())
+    some = pts[pts["group"] == "plain"].iloc[0]
+    run = client.get_run(doc["target_runs"][str(some["run_index"])])
+    assert some["gap_acc"] == pytest.approx(run.data.metrics["gap/acc"])
+    for name in ("tpr_vs_gap_acc_loss.png", "tpr_vs_gap_loss_lira_online.png"):
+        assert (store / "out" / name).stat().st_size > 1000
+    assert "| plain | plain |" in (store / "out" / "compare.md").read_text()
+    assert client.search_runs([exp_id], "tags.`mia.compare` = 'true'")
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(store, monkeypatch):
+    monkeypatch.chdir(store)
+    monkeypatch.setenv("MIA_ATTACKS", "loss,lira_online")
+    monkeypatch.setenv("MIA_OUTPUT", str(store / "nb"))
+    notebook = json.loads((REPO / "notebooks" / "compare.ipynb").read_text())
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "compare.ipynb", "exec"), namespace)
+    assert len(namespace["table"]) == 2
+    assert all(Path(p).exists() for p in namespace["figures"])
