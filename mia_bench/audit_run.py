@@ -38,6 +38,7 @@ def run_audit(
     layers: Sequence[str] = ("embedding",),
     fprs: Sequence[float] = (0.001, 0.01),
     output: Path = Path("audit.json"),
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Audit ``group`` and log an MLflow audit run; returns the JSON document.
 
@@ -82,6 +83,7 @@ def run_audit(
             "mia.audit_of": group,
             "mia.references": ",".join(references or [group]),
             "mia.same_recipe": str(not references or list(references) == [group]),
+            **(extra_tags or {}),
         }
         doc["run_id"] = log_audit_run(client, exp_id, tags, results, folder)
     doc["group"] = group

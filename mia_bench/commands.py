@@ -144,4 +144,23 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"fleet": fleet_main, "audit": audit_main, "compare": compare_main}
+def sweep_main(argv: list[str]) -> int:
+    """``mia-bench sweep SWEEP.yaml``: fleets, audits and a comparison of many recipes."""
+    from mia_bench.sweep import __doc__ as sweep_doc
+    from mia_bench.sweep import run_sweep
+
+    parser = argparse.ArgumentParser(
+        prog="mia-bench sweep",
+        description=sweep_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sweep", help="the sweep file (YAML)")
+    return 1 if run_sweep(Path(parser.parse_args(argv).sweep)) else 0
+
+
+COMMANDS = {
+    "fleet": fleet_main,
+    "audit": audit_main,
+    "compare": compare_main,
+    "sweep": sweep_main,
+}

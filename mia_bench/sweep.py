@@ -1,0 +1,117 @@
+"""``mia-bench sweep SWEEP.yaml``: train and audit many groups (recipes), resumably.
+
+A sweep file names a base config, the runs of every group, and the recipes; each recipe
+is a group trained with ``mia-bench fleet`` (finished runs are skipped, interrupted ones
+resume), then audited with ``mia-bench audit`` (an audit already logged for the sweep
+is not redone), and finally all of them are compared with ``mia-bench compare``::
+
+    name: recipes
+    configs: [lightning_configs/cifar10_partial_cnn.yaml]   # given to every recipe
+    args: ["--trainer.max_epochs=15", "--data.num_runs=8"]  # ditto
+    runs: "0:8"
+    workers: 2
+    recipes:                          # trained in this order (teachers first)
+      none: {}
+      crop: {configs: [lightning_configs/augment/crop.yaml]}
+      distill: {configs: [lightning_configs/defense/self_distillation.yaml],
+                args: ["--model.defense.init_args.teacher_group=none"]}
+    audit: {epoch: all, targets: 8, attacks: [loss, lira_online_fixed_var]}
+    extra_audits:                     # e.g. an attacker who did not know the recipe
+      - {group: crop, references: [none]}
+    compare: {attacks: [loss, lira_online_fixed_var], output_dir: docs/results/recipes}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mia_bench.audit_run import run_audit
+from mia_bench.cli import parse_fit_config
+from mia_bench.compare import compare
+from mia_bench.fleet import Fleet, parse_runs, plan
+from mia_bench.references import client_and_experiment
+from mia_bench.runs import MlflowSettings
+
+
+def load_sweep(path: Path) -> dict[str, Any]:
+    """Read and check a sweep file."""
+    doc = yaml.safe_load(Path(path).read_text())
+    missing = [k for k in ("runs", "recipes") if k not in (doc or {})]
+    if missing:
+        raise ValueError(f"sweep file {path} lacks {missing}; see `mia-bench sweep --help`")
+    doc.setdefault("name", Path(path).stem)
+    return doc
+
+
+def fit_args(doc: dict, recipe: dict) -> list[str]:
+    """The ``mia-bench fit`` arguments of one recipe: base configs, recipe configs, args."""
+    configs = [*doc.get("configs", []), *(recipe or {}).get("configs", [])]
+    return [a for c in configs for a in ("-c", c)] + [
+        *doc.get("args", []),
+        *(recipe or {}).get("args", []),
+    ]
+
+
+def _audited(settings: MlflowSettings, sweep: str, group: str, refs: str) -> bool:
+    client, exp_id = client_and_experiment(settings)
+    if exp_id is None:
+        return False
+    query = (
+        f"tags.`mia.audit_of` = '{group}' and tags.`mia.sweep` = '{sweep}' "
+        f"and tags.`mia.references` = '{refs}'"
+    )
+    return bool(client.search_runs([exp_id], filter_string=query, max_results=1))
+
+
+def _audit(doc: dict, settings: MlflowSettings, group: str, refs: list[str] | None) -> None:
+    label = ",".join(refs or [group])
+    if _audited(settings, doc["name"], group, label):
+        print(f"[sweep {doc['name']}] audit of {group} (references {label}): done before")
+        return
+    opts = doc.get("audit", {})
+    run_audit(
+        settings,
+        group,
+        epoch=str(opts.get("epoch", "last")),
+        num_targets=int(opts.get("targets", 4)),
+        attacks=opts.get("attacks"),
+        references=refs,
+        fprs=opts.get("fprs", (0.001, 0.01)),
+        output=Path(opts.get("output_dir", "audits")) / f"{group}__{label}.json",
+        extra_tags={"mia.sweep": doc["name"]},
+    )
+    print(f"[sweep {doc['name']}] audit of {group} (references {label}): logged")
+
+
+def run_sweep(path: Path) -> int:
+    """Train, audit and compare every recipe of the sweep; returns failed runs."""
+    doc = load_sweep(path)
+    failed = 0
+    settings = None
+    for name, recipe in doc["recipes"].items():
+        args = fit_args(doc, recipe) + [f"--group={name}"]
+        config, group = parse_fit_config(args)
+        settings = MlflowSettings(**vars(config.mlflow))
+        jobs = plan(settings, group, parse_runs(str(doc["runs"])))
+        log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
+        print(f"[sweep {doc['name']}] recipe {name}: {len(jobs)} runs")
+        failed += Fleet(args, group, int(doc.get("workers", 1)), log_dir).run(jobs)
+        if not failed:
+            _audit(doc, settings, group, None)
+    if failed:
+        print(f"[sweep {doc['name']}] {failed} runs failed: fix and run the sweep again")
+        return failed
+    for extra in doc.get("extra_audits", []):
+        _audit(doc, settings, extra["group"], list(extra["references"]))
+    opts = doc.get("compare", {})
+    compare(
+        settings,
+        opts.get("attacks", ["loss", "lira_online_fixed_var"]),
+        Path(opts.get("output_dir", f"compare_{doc['name']}")),
+        groups=list(doc["recipes"]),
+        filter_string=f"tags.`mia.sweep` = '{doc['name']}'",
+    )
+    return 0
