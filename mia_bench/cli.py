@@ -110,12 +110,16 @@ class MiaCLI(LightningCLI):
         return self.config_init[self.subcommand] if self.subcommand else self.config_init
 
     def group_name(self) -> str:
-        """``--group``, else the stem of the last config file given, else ``default``."""
+        """``--group``, else the config files' names joined by ``+``, else ``default``.
+
+        ``-c cifar10_partial_cnn.yaml -c augment/crop.yaml`` is the group
+        ``cifar10_partial_cnn+crop``, so two recipes on one base never share a group.
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("group"):
             return config["group"]
-        files = [f for f in (config.get("config") or []) if f is not None]
-        return Path(str(files[-1])).stem if files else "default"
+        files = [Path(str(f)).stem for f in (config.get("config") or []) if f is not None]
+        return "+".join(files) if files else "default"
 
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()

@@ -16,6 +16,7 @@ import torchvision.datasets as tvd
 from torchvision.datasets.utils import extract_archive
 from torchvision.transforms import Compose
 
+from mia_bench.augment import resolve_augmentations, train_augmentation
 from mia_bench.data.download import check_md5, missing_file_error
 from mia_bench.data.membership import MembershipDataModule, Pool
 
@@ -50,6 +51,15 @@ class ImageMembershipDataModule(MembershipDataModule):
 
     Subclasses set ``mean`` and ``std`` (per channel, of pixel values in [0, 1]).
     Query views are the plain image and its horizontal mirror.
+
+    Args:
+        augment: train-time augmentations by name, applied to the training loader only
+            (test and audit loaders never are): any of ``autoaugment``, ``crop``,
+            ``mirror``, ``cutout``, or ``all``; order does not matter (see
+            :mod:`mia_bench.augment`). ``None`` or ``[]``: no augmentation.
+        **kwargs: the arguments of :class:`MembershipDataModule` (root, run_index,
+            num_runs, pkeep, split_seed, batch_size, eval_batch_size, num_workers,
+            download).
     """
 
     input_shape = (3, 32, 32)
@@ -57,16 +67,20 @@ class ImageMembershipDataModule(MembershipDataModule):
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
+    def __init__(self, *, augment: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.augment = list(resolve_augmentations(augment or []))  # fails early on a typo
+
     def eval_transform(self) -> Callable[[Any], Any]:
         return ImageToTensor(self.mean, self.std)
 
     def train_augmentation(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """Train-time augmentation of a uint8 HWC image, applied before normalizing.
 
-        The single place where augmentation enters training; ``None`` (no
-        augmentation) until policies from ``mia_bench.augment`` are wired in here.
+        The single place where augmentation enters training: the ``augment`` names
+        made into one callable by :func:`mia_bench.augment.train_augmentation`.
         """
-        return None
+        return train_augmentation(self.augment, image_size=self.input_shape[1:])
 
     def train_transform(self) -> Callable[[Any], Any]:
         augmentation = self.train_augmentation()
