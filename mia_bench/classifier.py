@@ -59,6 +59,8 @@ class _StageMetrics(nn.Module):
         self.loss = MeanMetric()
 
     def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        if len(y) == 0:  # an empty batch: DP-SGD's Poisson sampling can draw one
+            return
         self.acc.update(logits.detach(), y)
         self.loss.update(loss.detach(), weight=len(y))
 
