@@ -11,8 +11,10 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 
-def log_epoch_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
-    """Log metrics to every logger with ``step = current epoch``.
+def log_epoch_metrics(
+    trainer: L.Trainer, metrics: Mapping[str, float], epoch: int | None = None
+) -> None:
+    """Log metrics to every logger with ``step = epoch`` (default: the current epoch).
 
     The values also go into ``trainer.callback_metrics`` so that ``EarlyStopping`` and
     ``ModelCheckpoint`` can monitor them (e.g. ``test/loss`` or ``mia/loss/auc``).
@@ -21,7 +23,7 @@ def log_epoch_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
         return
     values = {k: float(v) for k, v in metrics.items()}
     for logger in trainer.loggers:
-        logger.log_metrics(values, step=trainer.current_epoch)
+        logger.log_metrics(values, step=trainer.current_epoch if epoch is None else epoch)
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
 
 

@@ -110,3 +110,30 @@ def test_bad_input_exits_with_clear_error(in_tmp, args, message):
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_early_stopping_still_records_and_attacks_the_last_epoch(in_tmp):
+    config = Path(__file__).resolve().parents[1] / "lightning_configs"
+    main(
+        [
+            "fit",
+            "-c",
+            str(config / "quickstart.yaml"),
+            "-c",
+            str(config / "early_stopping.yaml"),
+            "--trainer.max_epochs=200",
+            "--signals.every_n_epochs=50",
+            "--signals.progress=false",
+            "--trainer.enable_progress_bar=false",
+            "--group=es",
+        ]
+    )
+    client, runs = _runs(in_tmp)
+    run = runs[0]
+    last = max(_steps(client, run.info.run_id, "train/acc"))
+    assert last < 199, "early stopping should have stopped the run"
+    art = local_artifact_dir(run.info.artifact_uri)
+    assert list_epochs(art)[-1] == last
+    assert _steps(client, run.info.run_id, "mia/loss/auc")[-1] == last
+    assert (art / "roc" / f"epoch_{last:03d}.png").exists()

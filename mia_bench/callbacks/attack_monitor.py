@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from mia_bench.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
 from mia_bench.audit import build_inputs, needs_embeddings, score_attacks, summarize_scores
 from mia_bench.callbacks.signal_recorder import SignalRecorder
@@ -130,10 +131,12 @@ class AttackMonitor(Callback):
         return refs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        recorder = find_recorder(trainer)
-        signals = recorder.record_if_due(trainer, pl_module)
+        self._attack(trainer, find_recorder(trainer).record_if_due(trainer, pl_module))
+
+    def _attack(self, trainer: L.Trainer, signals: EpochSignals | None) -> None:
         if signals is None:
             return
+        recorder = find_recorder(trainer)
         keep = trainer.datamodule.keep
         layers = recorder.layers if needs_embeddings(self.attacks) else ()
         refs = self._load_references(trainer, signals.epoch, layers, keep)
@@ -142,9 +145,14 @@ class AttackMonitor(Callback):
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
         self.last_scores, self.last_epoch, self.last_metrics = scores, signals.epoch, metrics
-        log_epoch_metrics(trainer, metrics)
+        log_epoch_metrics(trainer, metrics, epoch=signals.epoch)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the last epoch, when a callback stopped training after the recorder had run
+        recorder = find_recorder(trainer)
+        recorder.record_final(trainer, pl_module)
+        if recorder.latest is not None and recorder.latest.epoch != self.last_epoch:
+            self._attack(trainer, recorder.latest)
         if not (self.plot and self.last_scores):
             return
         path = run_artifact_dir(trainer) / "roc" / f"epoch_{self.last_epoch:03d}.png"

@@ -125,7 +125,22 @@ class SignalRecorder(Callback):
         """Record this epoch's signals once; returns them, or None when not due."""
         if trainer.sanity_checking or not self.is_due(trainer):
             return None
-        epoch = trainer.current_epoch
+        return self.record(trainer, pl_module, trainer.current_epoch)
+
+    def record_final(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EpochSignals | None:
+        """At the end of fit: the last epoch's signals, if nothing recorded them yet.
+
+        A callback that stops training after this one has run (``EarlyStopping``
+        checking at the end of the epoch) leaves the last epoch unrecorded; this
+        records it. Returns None when the last epoch was recorded already.
+        """
+        last = trainer.current_epoch - 1  # the epoch counter has moved past the last epoch
+        if last < 0 or last in self.recorded_epochs:
+            return None
+        return self.record(trainer, pl_module, last)
+
+    def record(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> EpochSignals:
+        """Compute and save the signals of the model as it is now, as ``epoch``."""
         if self.latest is not None and self.latest.epoch == epoch:
             return self.latest
         dm = trainer.datamodule
@@ -144,6 +159,9 @@ class SignalRecorder(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record_if_due(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record_final(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorded_epochs": list(self.recorded_epochs)}
