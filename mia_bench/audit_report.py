@@ -119,3 +119,36 @@ def log_audit_run(
     client.log_artifacts(run.info.run_id, str(folder))
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def epochs_table(client: MlflowClient, results: dict[int, AuditResult]) -> pd.DataFrame:
+    """Per recorded checkpoint: mean train/test accuracy of the targets and each attack's
+    AUC and TPR at 0.1% FPR (seed 001's early-stopping table, §IV-A2)."""
+    rows = []
+    for epoch, result in sorted(results.items()):
+        row: dict[str, float] = {"epoch": epoch}
+        for key in ("train/acc", "test/acc"):
+            values = [
+                m.value
+                for run_id in result.run_ids.values()
+                for m in client.get_metric_history(run_id, key)
+                if m.step == epoch
+            ]
+            row[key] = sum(values) / len(values) if values else float("nan")
+        for key, entry in result.aggregate().items():
+            if key.endswith(("/auc", "/tpr_at_fpr_0.001")):
+                row[key] = entry["mean"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def epochs_markdown(table: pd.DataFrame) -> str:
+    """The per-checkpoint table as markdown (accuracies and TPR in percent)."""
+    attacks = [c.split("/")[0] for c in table.columns if c.endswith("/tpr_at_fpr_0.001")]
+    head = ["epoch", "train acc", "test acc", *[f"{a} TPR@0.1%" for a in attacks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [str(int(r["epoch"])), f"{100 * r['train/acc']:.1f}", f"{100 * r['test/acc']:.1f}"]
+        cells += [f"{100 * r[f'{a}/tpr_at_fpr_0.001']:.2f}" for a in attacks]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

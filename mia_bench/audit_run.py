@@ -17,7 +17,7 @@ from mia_bench.audit import (
     score_attacks,
     summarize_scores,
 )
-from mia_bench.audit_report import log_audit_run, write_outputs
+from mia_bench.audit_report import epochs_markdown, epochs_table, log_audit_run, write_outputs
 from mia_bench.own_model import config_of_run, load_keep_file, signals_of_checkpoint
 from mia_bench.references import (
     check_same_pool,
@@ -78,6 +78,10 @@ def run_audit(
                 str(k): write_outputs(r, fprs, folder / f"epoch_{k:03d}", "")
                 for k, r in results.items()
             }
+            table = epochs_table(client, results)
+            table.to_csv(folder / "epochs.csv", index=False)
+            (folder / "epochs.md").write_text(epochs_markdown(table))
+            doc["epochs_markdown"] = (folder / "epochs.md").read_text()
         doc["markdown"] = (folder / "audit.md").read_text()
         tags = {
             "mia.audit_of": group,

@@ -75,37 +75,31 @@ def audit_main(argv: list[str]) -> int:
     parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
     args = parser.parse_args(argv)
     settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
+    common = {
+        "epoch": args.epoch,
+        "attacks": args.attacks.split(",") if args.attacks else None,
+        "layers": args.layers.split(","),
+        "fprs": [float(x) for x in args.fprs.split(",")],
+        "output": Path(args.output),
+    }
+    references = args.references.split(",") if args.references else None
     if args.checkpoint:
-        if not args.references:
+        if not references:
             parser.error("--checkpoint needs --references GROUP[,GROUP]")
         doc = audit_checkpoint(
             settings,
             Path(args.checkpoint),
-            args.references.split(","),
+            references,
             config=Path(args.config) if args.config else None,
             keep=Path(args.keep) if args.keep else None,
-            epoch=args.epoch,
-            attacks=args.attacks.split(",") if args.attacks else None,
-            layers=args.layers.split(","),
-            fprs=[float(x) for x in args.fprs.split(",")],
-            output=Path(args.output),
+            **common,
         )
-        print(doc["markdown"], end="")
-        print(f"audit run {doc['run_id']}; JSON at {args.output}")
-        return 0
-    if not args.group:
+    elif args.group:
+        doc = run_audit(
+            settings, args.group, num_targets=args.targets, references=references, **common
+        )
+    else:
         parser.error("give --group GROUP (or --checkpoint PATH --references GROUP)")
-    doc = run_audit(
-        settings,
-        args.group,
-        epoch=args.epoch,
-        num_targets=args.targets,
-        attacks=args.attacks.split(",") if args.attacks else None,
-        references=args.references.split(",") if args.references else None,
-        layers=args.layers.split(","),
-        fprs=[float(x) for x in args.fprs.split(",")],
-        output=Path(args.output),
-    )
     print(doc["markdown"], end="")
     print(f"audit run {doc['run_id']}; JSON at {args.output}")
     return 0

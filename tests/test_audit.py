@@ -94,6 +94,11 @@ def test_audit_every_epoch_logs_a_step_per_epoch(in_group):
     )
     doc = json.loads(doc_path.read_text())
     assert sorted(doc["epochs"]) == ["0", "1", "2"]
+    # the per-checkpoint table: one row per epoch with the targets' accuracies
+    rows = [
+        line for line in doc["epochs_markdown"].splitlines() if line[:3] in ("| 0", "| 1", "| 2")
+    ]
+    assert len(rows) == 3 and "loss TPR@0.1%" in doc["epochs_markdown"]
     client, _ = client_and_experiment(MlflowSettings())
     steps = [m.step for m in client.get_metric_history(doc["run_id"], "audit/loss/auc_mean")]
     assert sorted(steps) == [0, 1, 2]
