@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
 from mia_bench.artifacts import EpochSignals, save_keep, save_signals
-from mia_bench.augment import query_views
+from mia_bench.augment import query_views, resolve_views
 from mia_bench.hooks import capture_outputs
 from mia_bench.tracking import run_artifact_dir
 
@@ -85,7 +85,8 @@ class SignalRecorder(Callback):
         every_n_epochs: record every n-th epoch (and always the last).
         layers: module paths to capture with forward hooks (default ``embedding``,
             the penultimate layer of every net).
-        views: query views; default the datamodule's ``query_views`` (plain, plus
+        views: query views, a list or a preset such as ``lira18`` (checked at once);
+            default the datamodule's ``query_views`` (plain, plus
             mirror for images).
         progress: show a progress bar while scoring the pool.
     """
@@ -94,14 +95,16 @@ class SignalRecorder(Callback):
         self,
         every_n_epochs: int = 1,
         layers: Sequence[str] = ("embedding",),
-        views: Sequence[str] | None = None,
+        views: str | Sequence[str] | None = None,
         progress: bool = True,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self.layers = tuple(layers)
-        self.views = tuple(views) if views is not None else None
+        self.views = resolve_views(views) if views is not None else None
+        if self.views is not None:
+            query_views(self.views)  # unknown names or a first view other than plain: fail now
         self.progress = progress
         self.latest: EpochSignals | None = None
         self.recorded_epochs: list[int] = []
