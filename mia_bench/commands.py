@@ -121,6 +121,11 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--experiments", default=None, help="experiments to read (comma list)")
     parser.add_argument("--filter", default="", help="extra MLflow filter on audit runs")
     parser.add_argument("--output_dir", default="compare", help="where the files go")
+    parser.add_argument(
+        "--all_epochs",
+        action="store_true",
+        help="every audited checkpoint is a point of the scatters",
+    )
     parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
     parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
     args = parser.parse_args(argv)
@@ -133,6 +138,7 @@ def compare_main(argv: list[str]) -> int:
         groups=args.groups.split(",") if args.groups else None,
         experiments=args.experiments.split(",") if args.experiments else None,
         filter_string=args.filter,
+        all_epochs=args.all_epochs,
     )
     print((Path(args.output_dir) / "compare.md").read_text(), end="")
     return 0

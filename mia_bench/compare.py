@@ -69,25 +69,36 @@ def _run_metric(client: MlflowClient, run_id: str, key: str, epoch: int | str) -
     return values[-1] if values else float("nan")
 
 
-def points(client: MlflowClient, audits: Sequence[dict]) -> pd.DataFrame:
-    """One row per audited target: its accuracy, gaps, and each attack's metrics."""
+def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = False) -> pd.DataFrame:
+    """One row per audited model: its accuracy, gaps, and each attack's metrics.
+
+    With ``all_epochs``, every recorded checkpoint of an ``--epoch all`` audit is a
+    model of its own (one row per target and epoch), as for the gap study.
+    """
     rows = []
     for doc in audits:
-        for index, metrics in doc.get("per_target", {}).items():
-            run_id = doc["target_runs"][index]
-            row = {
-                "group": doc["group"],
-                "references": doc["references"],
-                "run_index": int(index),
-                "run_id": run_id,
-            }
-            row |= {k: _run_metric(client, run_id, m, doc["epoch"]) for k, m in RUN_METRICS.items()}
-            rows.append(row | metrics)
+        views = doc.get("epochs", {}) if all_epochs and doc.get("epochs") else {"": doc}
+        for step, view in views.items():
+            epoch = int(step) if step else doc["epoch"]
+            for index, metrics in view.get("per_target", {}).items():
+                run_id = view["target_runs"][index]
+                row = {
+                    "group": doc["group"],
+                    "references": doc["references"],
+                    "run_index": int(index),
+                    "run_id": run_id,
+                    "epoch": epoch,
+                }
+                row |= {k: _run_metric(client, run_id, m, epoch) for k, m in RUN_METRICS.items()}
+                rows.append(row | metrics)
     return pd.DataFrame(rows)
 
 
 def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
-    """One row per audit: means (and spreads) over its targets."""
+    """One row per audit: means (and spreads) over its targets at the audited epoch."""
+    if "epoch" in pts:  # with all_epochs points, the table keeps each target's last epoch
+        last = pts.groupby(["group", "references", "run_index"])["epoch"].transform("max")
+        pts = pts[pts["epoch"] == last]
     cols = {k: "mean" for k in RUN_METRICS}
     for a in attacks:
         for m in ("auc", "tpr_at_fpr_0.001"):
@@ -149,15 +160,19 @@ def compare(
     experiments: Sequence[str] | None = None,
     filter_string: str = "",
     log: bool = True,
+    all_epochs: bool = False,
 ) -> pd.DataFrame:
-    """Write ``compare.md``, ``compare.csv``, ``points.csv`` and the scatters; log them."""
+    """Write ``compare.md``, ``compare.csv``, ``points.csv`` and the scatters; log them.
+
+    ``all_epochs`` puts every audited checkpoint in the scatters and ``points.csv``.
+    """
     client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
     names = experiments or [settings.experiment_name]
     exp_ids = [e.experiment_id for n in names if (e := client.get_experiment_by_name(n))]
     audits = load_audits(client, exp_ids, groups, filter_string)
     if not audits:
         raise ValueError(f"no audit runs found in experiments {names}: run mia-bench audit first")
-    pts = points(client, audits)
+    pts = points(client, audits, all_epochs)
     table = recipe_table(pts, attacks)
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / "compare.csv", index=False)

@@ -18,7 +18,8 @@ is not redone), and finally all of them are compared with ``mia-bench compare``:
     audit: {epoch: all, targets: 8, attacks: [loss, lira_online_fixed_var]}
     extra_audits:                     # e.g. an attacker who did not know the recipe
       - {group: crop, references: [none]}
-    compare: {attacks: [loss, lira_online_fixed_var], output_dir: docs/results/recipes}
+    compare: {attacks: [loss, lira_online_fixed_var], output_dir: docs/results/recipes,
+              all_epochs: true}   # every audited checkpoint is a point of the gap scatter
 """
 
 from __future__ import annotations
@@ -113,5 +114,6 @@ def run_sweep(path: Path) -> int:
         Path(opts.get("output_dir", f"compare_{doc['name']}")),
         groups=list(doc["recipes"]),
         filter_string=f"tags.`mia.sweep` = '{doc['name']}'",
+        all_epochs=bool(opts.get("all_epochs", False)),
     )
     return 0

@@ -87,3 +87,34 @@ def test_notebook_runs_top_to_bottom(store, monkeypatch):
             exec(compile("".join(cell["source"]), "compare.ipynb", "exec"), namespace)
     assert len(namespace["table"]) == 2
     assert all(Path(p).exists() for p in namespace["figures"])
+
+
+@pytest.mark.slow
+def test_all_epochs_makes_every_audited_checkpoint_a_point(store, monkeypatch):
+    monkeypatch.chdir(store)
+    main(
+        [
+            "audit",
+            "--group",
+            "plain",
+            "--epoch",
+            "all",
+            "--targets",
+            "3",
+            "--attacks",
+            "loss,lira_online",
+            "--output",
+            "plain_all.json",
+        ]
+    )
+    main(["compare", "--attacks", "loss", "--output_dir", "every", "--all_epochs"])
+    pts = pd.read_csv(store / "every" / "points.csv")
+    plain = pts[pts["group"] == "plain"]
+    assert sorted(plain["epoch"]) == [0, 0, 0, 1, 1, 1]
+    assert len(pts[pts["group"] == "dropout"]) == 3
+    table = pd.read_csv(store / "every" / "compare.csv")
+    assert (table["num_targets"] == 3).all()  # the table keeps the last epoch only
+    client, _ = client_and_experiment(MlflowSettings())
+    first = plain[plain["epoch"] == 0].iloc[0]
+    history = client.get_metric_history(first["run_id"], "test/acc")
+    assert first["test_acc"] == pytest.approx(next(m.value for m in history if m.step == 0))
