@@ -82,6 +82,7 @@ class AuditResult:
         keep: the first target's keep row.
         num_references: run index -> how many references it was attacked with.
         run_ids: run index -> the target's MLflow run id.
+        target_epochs: run index -> the epoch its signals came from.
     """
 
     epoch: int | str
@@ -90,6 +91,7 @@ class AuditResult:
     keep: np.ndarray | None = None
     num_references: dict[int, int] = field(default_factory=dict)
     run_ids: dict[int, str] = field(default_factory=dict)
+    target_epochs: dict[int, int] = field(default_factory=dict)
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """``<attack>/<metric>`` -> mean, std (over targets) and num_targets."""
@@ -142,6 +144,7 @@ def audit_group(
         result.per_target[target.run_index] = summarize_scores(scores, keep, fprs)
         result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
         result.run_ids[target.run_index] = target.run_id
+        result.target_epochs[target.run_index] = target_epoch
         if result.keep is None:
             result.scores, result.keep = scores, keep
     return result

@@ -92,6 +92,7 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
         "num_references": result.num_references,
         "attacks": summary(result, fprs),
         "target_runs": result.run_ids,
+        "target_epochs": result.target_epochs,
         "per_target": result.per_target,
     }
     (folder / "audit.json").write_text(json.dumps(doc, indent=2))

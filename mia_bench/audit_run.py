@@ -89,9 +89,10 @@ def run_audit(
             "mia.same_recipe": str(not references or list(references) == [group]),
             **(extra_tags or {}),
         }
+        doc["group"] = group
+        doc["references"] = list(references or [group])
+        (folder / "audit.json").write_text(json.dumps(doc, indent=2))  # with every epoch
         doc["run_id"] = log_audit_run(client, exp_id, tags, results, folder)
-    doc["group"] = group
-    doc["references"] = list(references or [group])
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
     return doc
@@ -138,6 +139,7 @@ def audit_checkpoint(
     result = AuditResult(epoch=signals.epoch, keep=keep_row, scores=scores)
     result.per_target[0] = summarize_scores(scores, keep_row, fprs)
     result.num_references[0] = 0 if refs is None else len(refs.run_ids)
+    result.target_epochs[0] = signals.epoch
     with tempfile.TemporaryDirectory() as tmp:
         doc = write_outputs(result, fprs, Path(tmp), title=f"{checkpoint.name}")
         doc["markdown"] = (Path(tmp) / "audit.md").read_text()

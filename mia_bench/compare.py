@@ -63,7 +63,7 @@ def load_audits(
 
 
 def _run_metric(client: MlflowClient, run_id: str, key: str, epoch: int | str) -> float:
-    if epoch == "last":
+    if epoch == "last":  # audits written before target epochs were recorded
         return client.get_run(run_id).data.metrics.get(key, float("nan"))
     values = [m.value for m in client.get_metric_history(run_id, key) if m.step == int(epoch)]
     return values[-1] if values else float("nan")
@@ -78,10 +78,12 @@ def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = Fals
     rows = []
     for doc in audits:
         views = doc.get("epochs", {}) if all_epochs and doc.get("epochs") else {"": doc}
-        for step, view in views.items():
-            epoch = int(step) if step else doc["epoch"]
+        for view in views.values():
             for index, metrics in view.get("per_target", {}).items():
-                run_id = view["target_runs"][index]
+                run_id = view.get("target_runs", {}).get(index)
+                if run_id is None:  # a checkpoint audit: no target run to read accuracy from
+                    continue
+                epoch = view.get("target_epochs", {}).get(index, view["epoch"])
                 row = {
                     "group": doc["group"],
                     "references": doc["references"],
