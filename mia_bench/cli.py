@@ -147,9 +147,8 @@ class _ParseOnlyCLI(MiaCLI):
         pass
 
 
-def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
-    """The resolved config of ``mia-bench fit FIT_ARGS`` and its group name."""
-    cli = _ParseOnlyCLI(
+def _parse_only(fit_args: list[str]) -> _ParseOnlyCLI:
+    return _ParseOnlyCLI(
         Classifier,
         MembershipDataModule,
         subclass_mode_data=True,
@@ -158,20 +157,17 @@ def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
         args=fit_args,
         run=False,
     )
+
+
+def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
+    """The resolved config of ``mia-bench fit FIT_ARGS`` and its group name."""
+    cli = _parse_only(fit_args)
     return cli.config, cli.group_name()
 
 
 def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataModule]:
     """The model and data module a mia-bench fit config describes."""
-    cli = _ParseOnlyCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
-        args=["-c", str(config)],
-        run=False,
-    )
+    cli = _parse_only(["-c", str(config)])
     init = cli.parser.instantiate_classes(cli.config)
     return init.model, init.data
 
