@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from mia_bench.audit import AuditResult
 from mia_bench.plots import plot_roc
+from mia_bench.runs import MetricHistory
 
 
 def attack_names(result: AuditResult) -> list[str]:
@@ -125,17 +127,12 @@ def log_audit_run(
 def epochs_table(client: MlflowClient, results: dict[int, AuditResult]) -> pd.DataFrame:
     """Per recorded checkpoint: mean train/test accuracy of the targets and each attack's
     AUC and TPR at 0.1% FPR (seed 001's early-stopping table, §IV-A2)."""
-    rows = []
+    rows, history = [], MetricHistory(client)
     for epoch, result in sorted(results.items()):
         row: dict[str, float] = {"epoch": epoch}
         for key in ("train/acc", "test/acc"):
-            values = [
-                m.value
-                for run_id in result.run_ids.values()
-                for m in client.get_metric_history(run_id, key)
-                if m.step == epoch
-            ]
-            row[key] = sum(values) / len(values) if values else float("nan")
+            values = [history.at(run_id, key, epoch) for run_id in result.run_ids.values()]
+            row[key] = float(np.nanmean(values)) if values else float("nan")
         for key, entry in result.aggregate().items():
             if key.endswith(("/auc", "/tpr_at_fpr_0.001")):
                 row[key] = entry["mean"]

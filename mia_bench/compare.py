@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from mia_bench.runs import MlflowSettings, resolve_tracking_uri  # noqa: E402
+from mia_bench.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
 
 RUN_METRICS = {
     "train_acc": "train/acc",
@@ -62,20 +62,13 @@ def load_audits(
     return audits
 
 
-def _run_metric(client: MlflowClient, run_id: str, key: str, epoch: int | str) -> float:
-    if epoch == "last":  # audits written before target epochs were recorded
-        return client.get_run(run_id).data.metrics.get(key, float("nan"))
-    values = [m.value for m in client.get_metric_history(run_id, key) if m.step == int(epoch)]
-    return values[-1] if values else float("nan")
-
-
 def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = False) -> pd.DataFrame:
     """One row per audited model: its accuracy, gaps, and each attack's metrics.
 
     With ``all_epochs``, every recorded checkpoint of an ``--epoch all`` audit is a
     model of its own (one row per target and epoch), as for the gap study.
     """
-    rows = []
+    rows, history = [], MetricHistory(client)
     for doc in audits:
         views = doc.get("epochs", {}) if all_epochs and doc.get("epochs") else {"": doc}
         for view in views.values():
@@ -91,7 +84,7 @@ def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = Fals
                     "run_id": run_id,
                     "epoch": epoch,
                 }
-                row |= {k: _run_metric(client, run_id, m, epoch) for k, m in RUN_METRICS.items()}
+                row |= {k: history.at(run_id, m, epoch) for k, m in RUN_METRICS.items()}
                 rows.append(row | metrics)
     return pd.DataFrame(rows)
 

@@ -124,3 +124,33 @@ def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume:
     tags = design_tags(group, info) | provenance_tags()
     run = client.create_run(exp_id, run_name=f"{group}-run{run_index:03d}", tags=tags)
     return run.info.run_id
+
+
+class MetricHistory:
+    """Runs' metric values by step, each (run, metric) fetched from MLflow once.
+
+    >>> class Client:  # a stand-in for MlflowClient
+    ...     calls = 0
+    ...     def get_metric_history(self, run_id, key):
+    ...         Client.calls += 1
+    ...         return [type("M", (), {"step": s, "value": v})() for s, v in [(0, .5), (1, .7)]]
+    >>> h = MetricHistory(Client())
+    >>> h.at("r", "test/acc", 1), h.at("r", "test/acc", "last"), h.at("r", "test/acc", 5)
+    (0.7, 0.7, nan)
+    >>> Client.calls
+    1
+    """
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self._by_step: dict[tuple[str, str], dict[int, float]] = {}
+
+    def at(self, run_id: str, key: str, step: int | str) -> float:
+        """The value logged at ``step`` (``"last"``: the highest step), else NaN."""
+        if (run_id, key) not in self._by_step:  # a resumed run may relog a step: last wins
+            history = self.client.get_metric_history(run_id, key)
+            self._by_step[run_id, key] = {m.step: m.value for m in history}
+        values = self._by_step[run_id, key]
+        if step == "last":
+            return values[max(values)] if values else float("nan")
+        return values.get(int(step), float("nan"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import member_like
 
 from mia_bench.attacks import ATTACKS, AttackInputs
 from mia_bench.attacks.calibrated import attack_r, calibrated_loss, watson_calibrated
@@ -117,25 +118,6 @@ def test_tiny_by_hand() -> None:
     #   ex1: [0, 1, 3, 1000], loss 2.5 3/4 of 1 -> 3: alpha = (1 + 3/4) / 3 = 7/12, score 5/12
     #   ex2: [0, 1, 2, 1000], loss 1.5 halfway 1 -> 2: alpha = 1/2, score 1/2
     np.testing.assert_allclose(attack_r(x), [5 / 6, 5 / 12, 1 / 2], atol=1e-12)
-
-
-def member_like(
-    seed: int, n: int = 300, r: int = 16, c: int = 5
-) -> tuple[AttackInputs, np.ndarray]:
-    """IN references and target members get +2.5 on the true-label logit, on top of a
-    per-example difficulty; balanced keep (each example IN for r/2 references)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, size=n)
-    difficulty = rng.normal(0.0, 2.0, size=n)
-
-    def logits(member: np.ndarray) -> np.ndarray:  # member bool[..., n] -> [..., n, 2, c]
-        boost = (difficulty + 2.5 * member)[..., None, None]
-        return rng.normal(size=(*member.shape, 2, c)) + np.eye(c)[labels][:, None, :] * boost
-
-    keep = np.argsort(rng.random((r, n)), axis=0) < r // 2
-    membership = rng.random(n) < 0.5
-    x = AttackInputs(logits(membership), labels, ref_logits=logits(keep), ref_keep=keep)
-    return x, membership
 
 
 @pytest.mark.parametrize("name", NAMES)

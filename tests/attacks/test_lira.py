@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
+from synthetic import member_like
 
 from mia_bench.attacks import ATTACKS, AttackInputs
 from mia_bench.attacks.lira import lira
@@ -134,26 +135,6 @@ def test_tiny_by_hand() -> None:
     assert got[0] == pytest.approx(72 / 11 + np.log(11 / 23) / 2, abs=1e-12)
     # ex1 offline with s_out = sqrt(11/9): log Phi(0) = log 1/2 whatever the std
     assert lira(x, online=False, fix_variance=True)[1] == pytest.approx(np.log(0.5))
-
-
-def member_like(
-    seed: int, n: int = 300, r: int = 16, c: int = 5
-) -> tuple[AttackInputs, np.ndarray]:
-    """IN references and target members get +2.5 on the true-label logit, on top of a
-    per-example difficulty; balanced keep (each example IN for r/2 references)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, size=n)
-    difficulty = rng.normal(0.0, 2.0, size=n)
-
-    def logits(member: np.ndarray) -> np.ndarray:  # member bool[..., n] -> [..., n, 2, c]
-        z = rng.normal(size=(*member.shape, 2, c))
-        boost = (difficulty + 2.5 * member)[..., None, None]  # [..., n, 1, 1]
-        return z + np.eye(c)[labels][:, None, :] * boost
-
-    keep = np.argsort(rng.random((r, n)), axis=0) < r // 2
-    membership = rng.random(n) < 0.5
-    x = AttackInputs(logits(membership), labels, ref_logits=logits(keep), ref_keep=keep)
-    return x, membership
 
 
 @pytest.mark.parametrize("name", NAMES)

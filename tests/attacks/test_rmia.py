@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import member_like
 
 from mia_bench.attacks import ATTACKS, AttackInputs
 from mia_bench.attacks.rmia import rmia
@@ -130,36 +131,15 @@ def _with_population(x: AttackInputs, population: np.ndarray) -> AttackInputs:
     )
 
 
-def member_like(
-    seed: int, n: int = 300, r: int = 16, c: int = 5
-) -> tuple[AttackInputs, np.ndarray]:
-    """IN references and target members get +2.5 on the true-label logit, on top of a
-    per-example difficulty; balanced keep; population = the target's non-members."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, size=n)
-    difficulty = rng.normal(0.0, 2.0, size=n)
-
-    def logits(member: np.ndarray) -> np.ndarray:  # member bool[..., n] -> [..., n, 2, c]
-        boost = (difficulty + 2.5 * member)[..., None, None]
-        return rng.normal(size=(*member.shape, 2, c)) + np.eye(c)[labels][:, None, :] * boost
-
-    keep = np.argsort(rng.random((r, n)), axis=0) < r // 2
-    membership = rng.random(n) < 0.5
-    x = AttackInputs(
-        logits(membership), labels, ref_logits=logits(keep), ref_keep=keep, population=~membership
-    )
-    return x, membership
-
-
 @pytest.mark.parametrize("name", ["rmia_online", "rmia_offline"])
 def test_members_rank_above_nonmembers(name: str) -> None:
-    x, membership = member_like(0)
+    x, membership = member_like(0, population=True)
     assert auc(ATTACKS[name](x), membership) > 0.8
 
 
 @pytest.mark.parametrize("name", ["rmia_online", "rmia_offline"])
 def test_no_overflow_with_huge_logits(name: str) -> None:
-    x, membership = member_like(1, n=80, r=8)
+    x, membership = member_like(1, n=80, r=8, population=True)
     big = AttackInputs(
         x.logits * 1e4,
         x.labels,
