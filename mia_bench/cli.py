@@ -184,7 +184,7 @@ def main(args: list[str] | None = None) -> int:
     parser_kwargs["description"] = (
         "mia-bench: train target models and attack them every epoch. Subcommands beyond "
         "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
-        "`mia-bench compare --help`."
+        "`mia-bench compare --help`, `mia-bench sweep --help`."
     )
     MiaCLI(
         Classifier,
