@@ -23,14 +23,27 @@ def resolve_layers(module: nn.Module, names: Sequence[str]) -> dict[str, nn.Modu
     return {n: available[n] for n in names}
 
 
+def _as_features(output: torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` features of one layer output: tokens averaged, anything else flattened.
+
+    >>> _as_features(torch.ones(2, 5, 3)).shape, _as_features(torch.ones(2, 4, 3, 3)).shape
+    (torch.Size([2, 3]), torch.Size([2, 36]))
+    """
+    if output.ndim == 3:  # [B, T, D]: one vector per token
+        return output.mean(dim=1)  # [B, D]
+    return output.flatten(1)
+
+
 @contextmanager
 def capture_outputs(
     module: nn.Module, names: Sequence[str]
 ) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Record what the named submodules output while the context is open.
 
-    Each forward pass appends the layer's output, detached and flattened to
-    ``[B, D]``, to ``captured[name]``. Hooks are removed on exit, also on error.
+    Each forward pass appends the layer's output, detached, as ``[B, D]`` to
+    ``captured[name]``: a sequence layer's ``[B, T, D]`` output (transformer blocks,
+    token embeddings) is averaged over its T tokens, any other output (conv feature
+    maps ``[B, C, H, W]``) is flattened. Hooks are removed on exit, also on error.
 
     >>> net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
     >>> with capture_outputs(net, ["0"]) as captured:
@@ -44,7 +57,7 @@ def capture_outputs(
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if isinstance(output, tuple):  # e.g. transformer layers return tuples
                 output = output[0]
-            captured[name].append(output.detach().flatten(1))
+            captured[name].append(_as_features(output.detach()))
 
         return hook
 

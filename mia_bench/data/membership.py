@@ -79,6 +79,10 @@ class MembershipDataModule(L.LightningDataModule):
         eval_batch_size: batch size of the test and audit loaders.
         num_workers: DataLoader workers.
         download: fetch missing files from the dataset's canonical URL.
+        property_classes: derived properties for property inference, as
+            ``{name: [classes]}``: the property is 1 for examples whose label is one of
+            those classes, else 0 (e.g. ``{vehicle: [0, 1, 8, 9]}`` on CIFAR-10).
+            Datasets with real attributes (CelebA, IMDb ratings) offer more.
     """
 
     num_classes: int = 0
@@ -96,6 +100,7 @@ class MembershipDataModule(L.LightningDataModule):
         eval_batch_size: int = 1024,
         num_workers: int = 0,
         download: bool = False,
+        property_classes: dict[str, list[int]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -114,12 +119,42 @@ class MembershipDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.download = download
+        self.property_classes = dict(property_classes or {})
         self._pool: Pool | None = None
 
     # --- what a dataset provides -------------------------------------------------
     def load_pool(self) -> Pool:
         """Load every candidate example. Subclasses implement this."""
         raise NotImplementedError
+
+    def dataset_properties(self) -> dict[str, np.ndarray]:
+        """Real per-example properties of the dataset, ``{name: int64[N]}``.
+
+        Datasets with attributes beyond the label override this (CelebA's 40
+        attributes, IMDb's star rating); the default has none.
+        """
+        return {}
+
+    def properties(self) -> dict[str, np.ndarray]:
+        """Every property of the pool, ``{name: int64[N]}``: real ones, then derived ones.
+
+        A property is what property inference predicts from a target's embeddings; the
+        target was not trained to predict it.
+
+        Raises:
+            ValueError: if a derived property names a class outside ``[0, num_classes)``.
+        """
+        found = dict(self.dataset_properties())
+        labels = np.asarray(self.pool.labels)
+        for name, classes in self.property_classes.items():
+            bad = [c for c in classes if not 0 <= c < self.num_classes]
+            if bad:
+                raise ValueError(
+                    f"property_classes[{name!r}] names classes {bad} outside "
+                    f"[0, {self.num_classes}): use class indices of this dataset"
+                )
+            found[name] = np.isin(labels, classes).astype(np.int64)
+        return found
 
     def train_transform(self) -> Callable[[Any], Any] | None:
         """Per-example transform of training examples (augmentation)."""
