@@ -56,8 +56,38 @@ def score_attacks(
     others = [layer for layer in sweep_layers if layer != "embedding"]
     if "nn_embedding" in scores and others:
         for layer, s in layer_sweep_scores(inputs, others).items():
-            scores[f"nn_embedding_{layer.replace('.', '_')}"] = s
+            scores[layer_attack_name(layer)] = s
     return scores
+
+
+def layer_attack_name(layer: str) -> str:
+    """The name the embedding attack on ``layer`` is reported under.
+
+    >>> layer_attack_name("embedding"), layer_attack_name("bert.encoder.layer.0")
+    ('nn_embedding', 'nn_embedding_bert_encoder_layer_0')
+    """
+    return "nn_embedding" if layer == "embedding" else f"nn_embedding_{layer.replace('.', '_')}"
+
+
+def layer_depth_curve(
+    metrics: Mapping[str, float], layers: Sequence[str], key: str = "auc", prefix: str = ""
+) -> dict[str, float]:
+    """``{layer: metric}`` of the embedding attack at each layer, in the order given.
+
+    Layers the metrics lack are left out.
+
+    Args:
+        metrics: flat ``<prefix><attack>/<key>`` numbers (as :func:`summarize_scores`).
+        layers: the layers, shallow to deep.
+        key: which metric.
+        prefix: the names' prefix, e.g. ``"mia/"``.
+
+    >>> layer_depth_curve({"mia/nn_embedding/auc": 0.6, "mia/nn_embedding_fc0/auc": 0.5},
+    ...                   ["fc0", "embedding"], prefix="mia/")
+    {'fc0': 0.5, 'embedding': 0.6}
+    """
+    names = {layer: f"{prefix}{layer_attack_name(layer)}/{key}" for layer in layers}
+    return {layer: metrics[name] for layer, name in names.items() if name in metrics}
 
 
 def summarize_scores(

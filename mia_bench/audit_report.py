@@ -13,8 +13,8 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from mia_bench.audit import AuditResult
-from mia_bench.plots import plot_roc
+from mia_bench.audit import AuditResult, layer_attack_name
+from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.runs import MetricHistory
 
 
@@ -150,3 +150,58 @@ def epochs_markdown(table: pd.DataFrame) -> str:
         cells += [f"{100 * r[f'{a}/tpr_at_fpr_0.001']:.2f}" for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def depth_table(results: dict[int, AuditResult], layers: Sequence[str]) -> pd.DataFrame:
+    """Layer-depth leakage: the embedding attack's AUC at each layer, per audited epoch.
+
+    One row per (epoch, layer), layers shallow to deep as given, with the mean and std
+    over targets of the AUC and of the TPR at each reported FPR.
+    """
+    rows = []
+    for epoch, result in sorted(results.items()):
+        agg = result.aggregate()
+        for depth, layer in enumerate(layers):
+            name = layer_attack_name(layer)
+            if f"{name}/auc" not in agg:
+                continue
+            row = {"epoch": epoch, "depth": depth, "layer": layer}
+            for key, entry in agg.items():
+                if key.startswith(f"{name}/") and key.split("/")[1].startswith(("auc", "tpr")):
+                    metric = key.split("/")[1]
+                    row[metric], row[f"{metric}_std"] = entry["mean"], entry["std"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def depth_markdown(table: pd.DataFrame) -> str:
+    """``depth_table`` as markdown: a row per layer, the AUC (mean ± std) per epoch."""
+    epochs = sorted(table["epoch"].unique())
+    head = ["depth", "layer", *[f"AUC, epoch {e}" for e in epochs]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (depth, layer), rows in table.groupby(["depth", "layer"], sort=True):
+        by_epoch = {r["epoch"]: f"{r['auc']:.3f} ± {r['auc_std']:.3f}" for _, r in rows.iterrows()}
+        lines.append(f"| {depth} | {layer} | " + " | ".join(by_epoch.get(e, "") for e in epochs))
+        lines[-1] += " |"
+    return "\n".join(lines) + "\n"
+
+
+def write_depth_outputs(
+    results: dict[int, AuditResult], layers: Sequence[str], folder: Path
+) -> str | None:
+    """Write ``depth.csv``, ``depth.md`` and ``depth.png``; returns the markdown.
+
+    None (nothing written) when fewer than two layers were attacked.
+    """
+    table = depth_table(results, layers)
+    if table.empty or table["layer"].nunique() < 2:
+        return None
+    table.to_csv(folder / "depth.csv", index=False)
+    text = depth_markdown(table)
+    (folder / "depth.md").write_text(text)
+    curves = {
+        f"epoch {e}": dict(zip(rows["layer"], rows["auc"], strict=True))
+        for e, rows in table.groupby("epoch")
+    }
+    plot_layer_depth(curves, folder / "depth.png", ylabel="membership AUC (nn_embedding)")
+    return text

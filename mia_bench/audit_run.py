@@ -17,7 +17,13 @@ from mia_bench.audit import (
     score_attacks,
     summarize_scores,
 )
-from mia_bench.audit_report import epochs_markdown, epochs_table, log_audit_run, write_outputs
+from mia_bench.audit_report import (
+    epochs_markdown,
+    epochs_table,
+    log_audit_run,
+    write_depth_outputs,
+    write_outputs,
+)
 from mia_bench.own_model import config_of_run, load_keep_file, signals_of_checkpoint
 from mia_bench.references import (
     check_same_pool,
@@ -83,6 +89,9 @@ def run_audit(
             (folder / "epochs.md").write_text(epochs_markdown(table))
             doc["epochs_markdown"] = (folder / "epochs.md").read_text()
         doc["markdown"] = (folder / "audit.md").read_text()
+        depth = write_depth_outputs(results, layers, folder)
+        if depth is not None:
+            doc["depth_markdown"] = depth
         tags = {
             "mia.audit_of": group,
             "mia.references": ",".join(references or [group]),

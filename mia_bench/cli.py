@@ -1,7 +1,8 @@
 """``mia-bench``: LightningCLI with MLflow tracking and membership attacks built in.
 
 ``mia-bench fit -c lightning_configs/quickstart.yaml`` trains one run of a group; the
-``SignalRecorder`` (``--signals.*``) and ``AttackMonitor`` (``--attacks.*``) callbacks
+``SignalRecorder`` (``--signals.*``), ``AttackMonitor`` (``--attacks.*``) and
+``PropertyMonitor`` (``--properties.*``, idle until property names are given) callbacks
 are always on, and every run is an MLflow run tagged with its place in the group.
 """
 
@@ -23,7 +24,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
-from mia_bench.callbacks import AttackMonitor, SignalRecorder  # noqa: E402
+from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
@@ -88,6 +89,7 @@ class MiaCLI(LightningCLI):
         parser.add_class_arguments(MlflowSettings, "mlflow")
         parser.add_lightning_class_args(SignalRecorder, "signals")
         parser.add_lightning_class_args(AttackMonitor, "attacks")
+        parser.add_lightning_class_args(PropertyMonitor, "properties")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 

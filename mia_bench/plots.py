@@ -53,3 +53,34 @@ def plot_roc(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_layer_depth(
+    curves: Mapping[str, Mapping[str, float]], path: Path, ylabel: str = "AUC", title: str = ""
+) -> Path:
+    """Plot a metric against layer depth, one line per curve, and save a PNG.
+
+    Args:
+        curves: curve label (an epoch, a property) -> ``{layer: value}`` with the layers
+            in depth order, shallow first; every curve over the same layers.
+        path: where to write the PNG.
+        ylabel: the metric's name.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    layers: list[str] = []
+    for label, values in curves.items():
+        layers = list(values)
+        ax.plot(range(len(layers)), list(values.values()), marker="o", label=label)
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
+    ax.set(xlabel="layer (shallow to deep)", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -11,6 +11,7 @@ import pytest
 from mia_bench.cli import main
 from mia_bench.references import client_and_experiment, group_runs
 from mia_bench.runs import MlflowSettings
+from mia_bench.tracking import local_artifact_dir
 
 TINY = [
     "--data.num_runs=4",
@@ -19,6 +20,7 @@ TINY = [
     "--data.batch_size=128",
     "--trainer.enable_progress_bar=false",
     "--signals.progress=false",
+    "--signals.layers=[fc0,embedding]",
 ]
 
 
@@ -87,13 +89,19 @@ def test_audit_every_epoch_logs_a_step_per_epoch(in_group):
             "--targets",
             "2",
             "--attacks",
-            "loss",
+            "loss,nn_embedding",
+            "--layers",
+            "fc0,embedding",
             "--output",
             str(doc_path),
         ]
     )
     doc = json.loads(doc_path.read_text())
     assert sorted(doc["epochs"]) == ["0", "1", "2"]
+    # layer-depth table: a row per layer, an AUC column per epoch
+    depth_rows = [line for line in doc["depth_markdown"].splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[1] for r in depth_rows[1:]] == ["fc0", "embedding"]
+    assert all(r.count("±") == 3 for r in depth_rows[1:])
     # the per-checkpoint table: one row per epoch with the targets' accuracies
     rows = [
         line for line in doc["epochs_markdown"].splitlines() if line[:3] in ("| 0", "| 1", "| 2")
@@ -112,12 +120,13 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
             *TINY,
             "--group=target",
             "--attacks.references=[g]",
-            "--attacks.attacks=[loss,lira_online,rmia_offline]",
+            "--attacks.attacks=[loss,lira_online,rmia_offline,nn_embedding]",
         ]
     )
     client, exp_id = client_and_experiment(MlflowSettings())
     (run,) = client.search_runs([exp_id], "tags.`mia.group` = 'target'")
-    for key in ("mia/lira_online/auc", "mia/rmia_offline/tpr_at_fpr_0.001", "mia/loss/auc"):
+    keys = ("mia/lira_online/auc", "mia/rmia_offline/tpr_at_fpr_0.001", "mia/loss/auc")
+    for key in (*keys, "mia/nn_embedding/auc", "mia/nn_embedding_fc0/auc"):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [
             0,
             1,
@@ -126,6 +135,9 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
     # the target is run 0 of its own group, with g's split seed: g's run 0 trained on
     # exactly the target's data and is left out; the other 3 are references
     assert run.data.metrics["mia/num_references"] == 3
+    # layer-depth leakage: the embedding attack at each recorded layer, one plot
+    art = local_artifact_dir(run.info.artifact_uri)
+    assert (art / "mia_depth.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

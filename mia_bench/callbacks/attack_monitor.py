@@ -12,9 +12,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from mia_bench.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
-from mia_bench.audit import build_inputs, needs_embeddings, score_attacks, summarize_scores
+from mia_bench.audit import (
+    build_inputs,
+    layer_depth_curve,
+    needs_embeddings,
+    score_attacks,
+    summarize_scores,
+)
 from mia_bench.callbacks.signal_recorder import SignalRecorder
-from mia_bench.plots import plot_roc
+from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.references import GroupRun, References, check_same_pool, group_runs, load_references
 from mia_bench.tracking import log_epoch_metrics, run_artifact_dir
 
@@ -50,6 +56,11 @@ class AttackMonitor(Callback):
     to every logger as ``mia/<attack>/<metric>`` with step = epoch; at the end of fit a
     log-log ROC plot of all attacks of the last recorded epoch is saved as the run
     artifact ``roc/epoch_XXX.png``.
+
+    Layer-depth leakage (seed 000): with ``nn_embedding`` among the attacks and several
+    layers recorded by the SignalRecorder, the embedding attack runs at every recorded
+    layer (``mia/nn_embedding_<layer>/...``, needs references), and at the end of fit
+    ``mia_depth.png`` plots its AUC against layer depth, one line per recorded epoch.
 
     With ``references`` (names of groups in the same MLflow experiment), attacks that
     need reference models (LiRA, RMIA, ...) run too. At each epoch the references'
@@ -89,6 +100,7 @@ class AttackMonitor(Callback):
         self.last_scores: dict[str, np.ndarray] = {}
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
+        self.depth_curves: dict[str, dict[str, float]] = {}  # "epoch N" -> {layer: AUC}
 
     def _find_reference_runs(self, trainer: L.Trainer) -> list[GroupRun]:
         logger = _mlflow(trainer)
@@ -145,6 +157,9 @@ class AttackMonitor(Callback):
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
         self.last_scores, self.last_epoch, self.last_metrics = scores, signals.epoch, metrics
+        curve = layer_depth_curve(metrics, recorder.layers, prefix="mia/")
+        if len(curve) > 1:
+            self.depth_curves[f"epoch {signals.epoch}"] = curve
         log_epoch_metrics(trainer, metrics, epoch=signals.epoch)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -155,6 +170,13 @@ class AttackMonitor(Callback):
             self._attack(trainer, recorder.latest)
         if not (self.plot and self.last_scores):
             return
+        if self.depth_curves:
+            plot_layer_depth(
+                self.depth_curves,
+                run_artifact_dir(trainer) / "mia_depth.png",
+                ylabel="membership AUC (nn_embedding)",
+                title="membership leakage by layer depth",
+            )
         path = run_artifact_dir(trainer) / "roc" / f"epoch_{self.last_epoch:03d}.png"
         plot_roc(
             self.last_scores,
