@@ -10,9 +10,13 @@ from mia_bench.data import (
     ALL_DATASETS,
     CIFAR10,
     CIFAR100,
+    AGNews,
+    CelebA,
     CIFAR10Partial,
+    IMDb,
     Location,
     Purchase100,
+    Snacks,
     Texas100,
 )
 
@@ -25,6 +29,10 @@ MISSING = {
     CIFAR10: ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
     CIFAR100: ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
     CIFAR10Partial: ("cifar10_partial.npz", "../shared/data/cifar10_partial"),
+    CelebA: ("celeba/list_attr_celeba.txt", "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
+    Snacks: ("train", "https://huggingface.co/datasets/Matthijs/snacks"),
+    IMDb: ("imdb.csv.gz", "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"),
+    AGNews: ("train.csv", "https://s3.amazonaws.com/fast-ai-nlp/ag_news_csv.tgz"),
 }
 
 
