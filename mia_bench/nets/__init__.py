@@ -4,10 +4,13 @@ Every net is built as ``Net(input_shape, num_classes, **options)`` so the Classi
 can inject the shape and class count of the data.
 """
 
+from mia_bench.nets.bert import BERT
 from mia_bench.nets.cnn import CNN
 from mia_bench.nets.mlp import MLP
 from mia_bench.nets.resnet import ResNet18
+from mia_bench.nets.transformer import TextTransformer
+from mia_bench.nets.vit import ViT
 
-ALL_NETS = (MLP, CNN, ResNet18)
+ALL_NETS = (MLP, CNN, ResNet18, ViT, BERT, TextTransformer)
 
-__all__ = ["ALL_NETS", "CNN", "MLP", "ResNet18"]
+__all__ = ["ALL_NETS", "BERT", "CNN", "MLP", "ResNet18", "TextTransformer", "ViT"]
