@@ -80,10 +80,12 @@ def ovr_auc(probs: np.ndarray, y: np.ndarray, classes: np.ndarray) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def _attack_model(dim: int, max_dim: int, model: str, seed: int) -> Pipeline:
+def _attack_model(shape: tuple[int, int], max_dim: int, model: str, seed: int) -> Pipeline:
+    rows, dim = shape
     steps: list = []
     if dim > max_dim:  # PCA before scaling: standardized units would all have variance 1
-        steps.append(PCA(n_components=max_dim, svd_solver="randomized", random_state=seed))
+        dims = min(max_dim, rows)
+        steps.append(PCA(n_components=dims, svd_solver="randomized", random_state=seed))
     steps.append(StandardScaler())
     if model == "logistic":
         steps.append(LogisticRegression(max_iter=2000, C=1.0))
@@ -133,7 +135,8 @@ def infer_property(
             "the property cannot be learned; pick a property that varies"
         )
     x = np.asarray(features, dtype=np.float64)
-    fitted = _attack_model(x.shape[1], max_dim, model, seed).fit(x[train], prop[train])
+    model_ = _attack_model((len(train), x.shape[1]), max_dim, model, seed)
+    fitted = model_.fit(x[train], prop[train])
     test = np.flatnonzero(evaluate)
     y = prop[test]
     probs = fitted.predict_proba(x[test])  # [M, K]

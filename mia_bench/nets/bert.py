@@ -38,7 +38,7 @@ def _load_bert(name: str) -> nn.Module:
             f"(e.g. {missing[:3]}): is it a BERT checkpoint? Pass another model, or "
             "pretrained: null to train from scratch"
         )
-    return bert
+    return bert.train()  # from_pretrained returns eval mode; Lightning keeps modules' modes
 
 
 def _new_bert(

@@ -205,6 +205,8 @@ def test_bert_pretrained_round_trip_and_missing_weights(tmp_path):
     saved = BERT((8,), NUM_CLASSES, vocab_size=VOCAB, num_layers=1)
     saved.bert.save_pretrained(tmp_path)
     loaded = BERT((8,), NUM_CLASSES, pretrained=str(tmp_path))
+    # from_pretrained returns eval mode; the net must train with dropout on
+    assert all(m.training for m in loaded.modules())
     for key, value in saved.bert.state_dict().items():
         torch.testing.assert_close(loaded.bert.state_dict()[key], value)
     config = json.loads((tmp_path / "config.json").read_text())
