@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mia_bench.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
@@ -145,6 +146,7 @@ def audit_group(
     reference_runs: Sequence[GroupRun] | None = None,
     layers: Sequence[str] = ("embedding",),
     fprs: Sequence[float] = (0.001, 0.01),
+    progress: bool = True,
 ) -> AuditResult:
     """Leave-one-out audit: each of the first ``num_targets`` runs is the target.
 
@@ -158,10 +160,12 @@ def audit_group(
             reference with the target's run id is always left out.
         layers: embedding layers to load when an embedding attack is configured.
         fprs: FPRs of the TPR metrics.
+        progress: show a progress bar over the targets (on stderr).
     """
     layers = tuple(layers) if needs_embeddings(attacks) else ()
     result = AuditResult(epoch=epoch)
-    for target in list(runs)[:num_targets]:
+    targets = list(runs)[:num_targets]
+    for target in tqdm(targets, desc=f"audit epoch {epoch}", unit="target", disable=not progress):
         target_epoch = target.resolve_epoch(epoch)
         if target_epoch is None:
             continue
