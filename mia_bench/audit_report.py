@@ -174,15 +174,34 @@ def depth_table(results: dict[int, AuditResult], layers: Sequence[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def depth_markdown(table: pd.DataFrame) -> str:
-    """``depth_table`` as markdown: a row per layer, the AUC (mean ± std) per epoch."""
+def layer_epoch_markdown(
+    table: pd.DataFrame, mean: str = "auc", std: str = "auc_std", title: str = "AUC"
+) -> str:
+    """A layers x epochs table as markdown: a row per layer, ``mean ± std`` per epoch.
+
+    Args:
+        table: rows with columns ``depth``, ``layer``, ``epoch`` and the two named ones.
+        mean: the column of means.
+        std: the column of standard deviations.
+        title: what the numbers are (column headers read ``<title>, epoch <e>``).
+
+    >>> t = pd.DataFrame([(0, "fc0", 1, 0.61, 0.01), (1, "embedding", 1, 0.55, 0.02)],
+    ...                  columns=["depth", "layer", "epoch", "auc", "auc_std"])
+    >>> print(layer_epoch_markdown(t))
+    | depth | layer | AUC, epoch 1 |
+    |---|---|---|
+    | 0 | fc0 | 0.610 ± 0.010 |
+    | 1 | embedding | 0.550 ± 0.020 |
+    <BLANKLINE>
+    """
     epochs = sorted(table["epoch"].unique())
-    head = ["depth", "layer", *[f"AUC, epoch {e}" for e in epochs]]
+    head = ["depth", "layer", *[f"{title}, epoch {e}" for e in epochs]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (depth, layer), rows in table.groupby(["depth", "layer"], sort=True):
-        by_epoch = {r["epoch"]: f"{r['auc']:.3f} ± {r['auc_std']:.3f}" for _, r in rows.iterrows()}
-        lines.append(f"| {depth} | {layer} | " + " | ".join(by_epoch.get(e, "") for e in epochs))
-        lines[-1] += " |"
+        cells = {r["epoch"]: f"{r[mean]:.3f} ± {r[std]:.3f}" for _, r in rows.iterrows()}
+        lines.append(
+            f"| {depth} | {layer} | " + " | ".join(cells.get(e, "") for e in epochs) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +216,7 @@ def write_depth_outputs(
     if table.empty or table["layer"].nunique() < 2:
         return None
     table.to_csv(folder / "depth.csv", index=False)
-    text = depth_markdown(table)
+    text = layer_epoch_markdown(table)
     (folder / "depth.md").write_text(text)
     curves = {
         f"epoch {e}": dict(zip(rows["layer"], rows["auc"], strict=True))

@@ -12,6 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from mia_bench.callbacks import PropertyMonitor
 from mia_bench.cli import main
 from mia_bench.property_inference import infer_property, layer_property_inference, ovr_auc
+from mia_bench.property_report import property_markdown, property_table
 from mia_bench.tracking import local_artifact_dir
 
 
@@ -122,3 +123,17 @@ def test_monitor_refuses_unknown_properties_and_the_training_labels():
         PropertyMonitor(["all"])._properties(trainer)
     with pytest.raises(ValueError, match=r"unknown properties \['nope'\].*offers \['label_copy'"):
         PropertyMonitor(["nope"])._properties(trainer)
+
+
+def test_property_table_averages_runs_per_layer_and_epoch():
+    logged = {
+        ("a", "property/p/fc0/auc", 1): 0.6,
+        ("b", "property/p/fc0/auc", 1): 0.8,
+        ("a", "property/p/embedding/auc", 1): 0.5,  # run b lacks it
+    }
+    history = SimpleNamespace(at=lambda run, key, step: logged.get((run, key, step), np.nan))
+    runs = [SimpleNamespace(run_id="a"), SimpleNamespace(run_id="b")]
+    table = property_table(history, runs, "p", ["fc0", "embedding"], [1])
+    assert table["mean"].tolist() == pytest.approx([0.7, 0.5])
+    assert table["num_runs"].tolist() == [2, 1]
+    assert "| 0 | fc0 | 0.700 ± 0.100 |" in property_markdown(table)
