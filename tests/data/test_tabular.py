@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from archives import write_tgz
 
 from mia_bench.data import Location, Purchase100, Texas100
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ROWS = 50
-
-
-def write_tgz(path: Path, members: dict[str, str]) -> Path:
-    """A ``.tgz`` holding text files, like the MIA authors' archives."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, text in members.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
 
 
 def fake_table(num_features: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

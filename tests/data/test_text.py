@@ -7,13 +7,13 @@ import gzip
 import io
 import shutil
 import sys
-import tarfile
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from archives import write_tgz
 
 import mia_bench.data.download as download
 from mia_bench.data import AGNews, IMDb
@@ -65,16 +65,6 @@ def ag_csv_text(rows: list[tuple[str, str, str]]) -> str:
     out = io.StringIO()
     csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
     return out.getvalue()
-
-
-def write_tgz(path: Path, members: dict[str, str]) -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for name, text in members.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
 
 
 def fake_fetch(monkeypatch: pytest.MonkeyPatch, archive: Path, url: str) -> list[str]:
