@@ -186,7 +186,8 @@ def main(args: list[str] | None = None) -> int:
     parser_kwargs["description"] = (
         "mia-bench: train target models and attack them every epoch. Subcommands beyond "
         "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
-        "`mia-bench compare --help`, `mia-bench sweep --help`."
+        "`mia-bench compare --help`, `mia-bench sweep --help`, `mia-bench record --help` "
+        "(more layers of a finished group, from its checkpoints)."
     )
     MiaCLI(
         Classifier,

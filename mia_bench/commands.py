@@ -1,4 +1,5 @@
-"""The subcommands beyond Lightning's: ``fleet``, ``audit``, ``compare`` (argparse)."""
+"""The subcommands beyond Lightning's: ``fleet``, ``audit``, ``compare``, ``sweep``,
+``record`` (argparse)."""
 
 from __future__ import annotations
 
@@ -158,9 +159,37 @@ def sweep_main(argv: list[str]) -> int:
     return 1 if run_sweep(Path(parser.parse_args(argv).sweep)) else 0
 
 
+def record_main(argv: list[str]) -> int:
+    """``mia-bench record``: more layers of a finished group, from its checkpoints."""
+    from mia_bench.record_layers import __doc__ as record_doc
+    from mia_bench.record_layers import record_group_layers
+
+    parser = argparse.ArgumentParser(
+        prog="mia-bench record",
+        description=record_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--group", required=True, help="the group whose runs to re-score")
+    parser.add_argument("--epoch", type=int, required=True, help="a recorded epoch")
+    parser.add_argument("--layers", required=True, help="module paths, comma-separated")
+    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
+    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
+    parser.add_argument("--checkpoint_dir", default=MlflowSettings.checkpoint_dir)
+    args = parser.parse_args(argv)
+    settings = MlflowSettings(
+        tracking_uri=args.tracking_uri,
+        experiment_name=args.experiment_name,
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    count = record_group_layers(settings, args.group, args.epoch, args.layers.split(","))
+    print(f"{args.group}: layers {args.layers} recorded at epoch {args.epoch} for {count} runs")
+    return 0
+
+
 COMMANDS = {
     "fleet": fleet_main,
     "audit": audit_main,
     "compare": compare_main,
     "sweep": sweep_main,
+    "record": record_main,
 }

@@ -203,3 +203,21 @@ def test_parallel_fleet_workers_lose_nothing(in_group):
         for key in ("train/acc", "gap/acc", "mia/loss/auc"):
             assert sorted(m.step for m in client.get_metric_history(run.run_id, key)) == [0, 1, 2]
         assert run.epochs() == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_record_adds_layers_from_checkpoints_and_skips_done_runs(in_group):
+    from mia_bench.artifacts import embedding_path, load_signals
+
+    runs = group_runs(*client_and_experiment(MlflowSettings()), "g")
+    assert not embedding_path(runs[0].artifact_dir, 1, "head").exists()
+    assert main(["record", "--group", "g", "--epoch", "1", "--layers", "head"]) == 0
+    for run in runs:
+        signals = load_signals(run.artifact_dir, 1, layers=["head"])
+        # the logits layer's hook output is the recorded plain-view logits
+        np.testing.assert_allclose(signals.embeddings["head"], signals.logits[:, 0], atol=1e-4)
+    stamp = embedding_path(runs[0].artifact_dir, 1, "head").stat().st_mtime_ns
+    main(["record", "--group", "g", "--epoch", "1", "--layers", "head"])  # all done: skipped
+    assert embedding_path(runs[0].artifact_dir, 1, "head").stat().st_mtime_ns == stamp
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        main(["record", "--group", "g", "--epoch", "7", "--layers", "head"])

@@ -1,0 +1,86 @@
+"""Record more layers of a finished group, from its per-epoch checkpoints.
+
+A group trained with ``--signals.layers [embedding]`` can still be swept layer by layer
+(seed 000's depth question): each run's checkpoint of the epoch is reloaded with the
+config logged with the run, the pool is scored once more with forward hooks on the new
+layers, and their embeddings are written next to the recorded ones
+(``embeddings/epoch_XXX/<layer>.npy``, atomically). The recorded logits are the check:
+the reloaded model must reproduce them, or nothing is written for that run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mia_bench.artifacts import _save_npy, embedding_path, load_signals
+from mia_bench.own_model import config_of_run, signals_of_checkpoint
+from mia_bench.references import GroupRun, client_and_experiment, group_runs
+from mia_bench.runs import MlflowSettings
+
+TOLERANCE = 1e-3  # logits recomputed on CPU vs recorded (possibly on GPU)
+
+
+def checkpoint_of(settings: MlflowSettings, run: GroupRun, epoch: int) -> Path:
+    """The run's checkpoint of ``epoch``, or a clear error."""
+    path = Path(settings.checkpoint_dir) / run.run_id / f"epoch_{epoch:03d}.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run {run.run_index} of group {run.group!r} has no checkpoint {path}: layers can "
+            "only be recorded from the per-epoch checkpoints mia-bench fit keeps"
+        )
+    return path
+
+
+def record_run_layers(
+    settings: MlflowSettings, run: GroupRun, epoch: int, layers: Sequence[str]
+) -> list[Path]:
+    """Record ``layers`` of one run at ``epoch``; returns the files written.
+
+    Raises:
+        ValueError: if the reloaded model does not reproduce the recorded logits.
+    """
+    client, _ = client_and_experiment(settings)
+    checkpoint = checkpoint_of(settings, run, epoch)
+    found = config_of_run(client, checkpoint)
+    if found is None:
+        raise ValueError(f"{checkpoint} belongs to no MLflow run of {settings.tracking_uri}")
+    signals, _ = signals_of_checkpoint(checkpoint, found[0], tuple(layers))
+    recorded = load_signals(run.artifact_dir, epoch)
+    gap = float(np.abs(signals.logits[:, 0] - recorded.logits[:, 0]).max())  # plain view
+    if gap > TOLERANCE:
+        raise ValueError(
+            f"run {run.run_index}: the checkpoint of epoch {epoch} gives logits up to {gap:.2g} "
+            "away from the recorded ones; was the run resumed or its config changed? "
+            "Nothing was written for it."
+        )
+    return [
+        _save_npy(embedding_path(run.artifact_dir, epoch, layer), np.asarray(values))
+        for layer, values in signals.embeddings.items()
+    ]
+
+
+def record_group_layers(
+    settings: MlflowSettings, group: str, epoch: int, layers: Sequence[str]
+) -> int:
+    """Record ``layers`` at ``epoch`` for every run of ``group``; returns how many runs.
+
+    Runs that already have every layer at that epoch are skipped, so a killed call
+    resumes where it stopped.
+    """
+    client, exp_id = client_and_experiment(settings)
+    runs = group_runs(client, exp_id, group)
+    if not runs:
+        raise ValueError(f"group {group!r} has no runs in {settings.tracking_uri}")
+    done = 0
+    for run in tqdm(runs, desc=f"record {group} epoch {epoch}", unit="run"):
+        missing = [
+            layer for layer in layers if not embedding_path(run.artifact_dir, epoch, layer).exists()
+        ]
+        if missing:
+            record_run_layers(settings, run, epoch, missing)
+        done += 1
+    return done
