@@ -36,7 +36,7 @@ EPOCH_METRICS = {
     "test acc": "test/acc",
     "gap acc": "gap/acc",
     "loss AUC": "mia/loss/auc",
-    "loss TPR@0.1%": "mia/loss/tpr_at_fpr_0.001",
+    "loss TPR@0.1% FPR (%)": "mia/loss/tpr_at_fpr_0.001",
 }
 
 
