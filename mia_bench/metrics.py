@@ -114,6 +114,35 @@ def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
     return _balanced_accuracy(fpr, tpr)
 
 
+def precision_at_k(scores: np.ndarray, membership: np.ndarray, k: int) -> float:
+    """Fraction of members among the ``k`` highest scores.
+
+    How vulnerability-based attacks (GMIA, Long et al.) are judged: they make few
+    predictions, and each should be right. When the k-th highest score is tied, the
+    tied examples share the remaining slots evenly (the expected precision when ties
+    are broken at random), so the value never depends on the order of the input.
+
+    Args:
+        scores: ``float[N]``, higher = more likely member.
+        membership: ``bool[N]``, True for members.
+        k: how many predictions, in ``[1, N]``.
+
+    >>> m = np.array([True, False, True, False])
+    >>> precision_at_k(np.array([0.9, 0.8, 0.7, 0.1]), m, 2)
+    0.5
+    >>> precision_at_k(np.array([0.9, 0.5, 0.5, 0.1]), m, 2)  # 1 + half of the tie
+    0.75
+    """
+    s, m = _validate(scores, membership)
+    if not 1 <= k <= s.size:
+        raise ValueError(f"k must lie in [1, {s.size}] (the number of scores), got {k}")
+    kth = np.partition(s, s.size - k)[s.size - k]  # the k-th highest score
+    above, tied = s > kth, s == kth
+    slots = k - np.count_nonzero(above)  # filled from the tie at the k-th score
+    hits = np.count_nonzero(m[above]) + slots * np.count_nonzero(m[tied]) / np.count_nonzero(tied)
+    return float(hits / k)
+
+
 def summarize(
     scores: np.ndarray, membership: np.ndarray, fprs: Sequence[float] = (0.001, 0.01)
 ) -> dict[str, float]:

@@ -157,3 +157,30 @@ def test_validation_errors(scores, membership, match: str) -> None:
 def test_max_fpr_out_of_range(max_fpr: float) -> None:
     with pytest.raises(ValueError, match="max_fpr"):
         metrics.tpr_at_fpr(np.array([1.0, 0.0]), np.array([True, False]), max_fpr)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("k", [1, 7, 50, 300])
+def test_precision_at_k_is_the_mean_over_random_tie_breaks(seed: int, kind: str, k: int) -> None:
+    scores, membership = make_scores(seed, kind)
+    rng = np.random.default_rng(seed + 100)
+    # brute force: break ties at random (a random secondary key), take the top k, average
+    draws = []
+    for _ in range(2000 if kind != "continuous" else 1):
+        order = np.lexsort((rng.random(scores.size), -scores.astype(np.float64)))
+        draws.append(membership[order[:k]].mean())
+    tolerance = 0.02 if kind != "continuous" else 1e-12
+    assert metrics.precision_at_k(scores, membership, k) == pytest.approx(
+        np.mean(draws), abs=tolerance
+    )
+
+
+def test_precision_at_k_bounds() -> None:
+    scores, membership = make_scores(0, "continuous")
+    assert metrics.precision_at_k(scores, membership, scores.size) == pytest.approx(
+        membership.mean()
+    )
+    for bad in (0, scores.size + 1):
+        with pytest.raises(ValueError, match="k must lie in"):
+            metrics.precision_at_k(scores, membership, bad)
