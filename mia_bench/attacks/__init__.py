@@ -12,7 +12,15 @@ False
 
 from __future__ import annotations
 
-from mia_bench.attacks import calibrated, embedding, lira, nn_attack, rmia, threshold
+from mia_bench.attacks import (
+    calibrated,
+    embedding,
+    label_only,
+    lira,
+    nn_attack,
+    rmia,
+    threshold,
+)
 from mia_bench.attacks.base import Attack, AttackInputs
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "get_attack"]
@@ -35,6 +43,7 @@ ATTACKS: dict[str, Attack] = _registry(
     rmia.ATTACKS,
     nn_attack.ATTACKS,
     embedding.ATTACKS,
+    label_only.ATTACKS,
 )
 
 
