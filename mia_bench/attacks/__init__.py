@@ -15,6 +15,7 @@ from __future__ import annotations
 from mia_bench.attacks import (
     calibrated,
     embedding,
+    gmia,
     label_only,
     lira,
     nn_attack,
@@ -44,6 +45,7 @@ ATTACKS: dict[str, Attack] = _registry(
     nn_attack.ATTACKS,
     embedding.ATTACKS,
     label_only.ATTACKS,
+    gmia.ATTACKS,
 )
 
 

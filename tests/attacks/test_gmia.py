@@ -1,0 +1,125 @@
+"""GMIA (Long et al. 2018): vulnerable-record selection and the direct hypothesis test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from synthetic import member_like
+
+from mia_bench import signals
+from mia_bench.attacks import AttackInputs, get_attack
+from mia_bench.attacks.gmia import (
+    direct_log_pvalues,
+    gmia_report,
+    neighbour_counts,
+    reference_features,
+    select_vulnerable,
+)
+
+
+def test_neighbour_counts_equal_a_double_loop():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 4))
+    population = rng.random(60) < 0.7
+    got = neighbour_counts(features, population, threshold=0.5)
+    for i in range(60):
+        expected = 0
+        for j in range(60):
+            cos = (
+                features[i]
+                @ features[j]
+                / np.linalg.norm(features[i])
+                / np.linalg.norm(features[j])
+            )
+            expected += int(i != j and population[j] and cos >= 0.5)
+        assert got[i] == expected, i
+
+
+def test_direct_pvalues_equal_scipy_loops():
+    inputs, _ = member_like(1, n=80, r=10)
+    got = direct_log_pvalues(inputs)
+    target = signals.loss(inputs.logits[:, 0], inputs.labels)
+    for n in range(80):
+        out_losses = [
+            signals.loss(inputs.ref_logits[r, n, 0][None], inputs.labels[n : n + 1])[0]
+            for r in range(10)
+            if not inputs.ref_keep[r, n]
+        ]
+        p = norm.cdf(target[n], loc=np.mean(out_losses), scale=np.std(out_losses))
+        assert np.exp(got[n]) == pytest.approx(p, rel=1e-9, abs=1e-300), n
+
+
+def _planted_outlier(seed: int = 0, n: int = 200, r: int = 16):
+    """Records in 4 tight clusters plus one outlier (index 0) that only IN models fit."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4, 8))
+    features = centers[rng.integers(0, 4, n)] + 0.05 * rng.normal(size=(n, 8))
+    features[0] = 3.0 * rng.normal(size=8)  # a direction no cluster shares
+    labels = rng.integers(0, 3, n)
+    keep = np.argsort(rng.random((r, n)), axis=0) < r // 2  # [R, N] balanced
+    membership = rng.random(n) < 0.5
+    membership[0] = True  # the target trained on the outlier
+
+    def logits(member):  # member [..., N] -> [..., N, 1, 3]: IN fits record 0 far better
+        margin = 1.0 + 0.05 * member
+        margin = np.where(np.arange(n) == 0, 0.2 + 4.0 * member, margin)
+        noise = 0.05 * rng.normal(size=(*member.shape, 3))
+        return (np.eye(3)[labels] * margin[..., None] + noise)[..., None, :]
+
+    ref_embeddings = features[None] + 0.01 * rng.normal(size=(r, n, 8))
+    inputs = AttackInputs(
+        logits(membership),
+        labels,
+        embeddings={"embedding": features},
+        ref_logits=logits(keep),
+        ref_keep=keep,
+        ref_embeddings={"embedding": ref_embeddings},
+    )
+    return inputs, membership
+
+
+def test_planted_outlier_is_selected_and_inferred_a_member():
+    inputs, membership = _planted_outlier()
+    features = reference_features(inputs)
+    selected = select_vulnerable(features, np.ones(len(features), bool), 0.9, top_k=1)
+    assert np.flatnonzero(selected).tolist() == [0]
+    log_p = direct_log_pvalues(inputs)
+    assert np.exp(log_p[0]) < 1e-3
+    report = gmia_report(log_p, selected, membership, alpha=0.01)
+    assert (report.num_selected, report.num_predicted, report.precision) == (1, 1, 1.0)
+
+
+def test_shuffled_membership_drives_precision_to_chance():
+    inputs, membership = member_like(2, n=2000, r=16)
+    log_p = direct_log_pvalues(inputs)
+    selected = np.ones(2000, dtype=bool)  # attack every record
+    true = gmia_report(log_p, selected, membership, alpha=0.05)
+    assert true.num_predicted > 100 and true.precision > 0.8
+    shuffled = np.random.default_rng(0).permutation(membership)
+    chance = gmia_report(log_p, selected, shuffled, alpha=0.05)
+    assert abs(chance.precision - shuffled.mean()) < 0.06
+    assert chance.baseline_precision == pytest.approx(shuffled.mean())
+
+
+def test_report_compares_other_attacks_at_the_same_number_of_predictions():
+    inputs, membership = member_like(3, n=500, r=16)
+    log_p = direct_log_pvalues(inputs)
+    loss = get_attack("loss")(inputs)
+    report = gmia_report(log_p, np.ones(500, bool), membership, 0.01, {"loss": loss})
+    order = np.argsort(-loss)[: report.num_predicted]
+    assert report.others["loss"] == pytest.approx(membership[order].mean())
+    metrics = report.as_metrics()
+    assert metrics["gmia/num_predicted"] == report.num_predicted
+    assert "gmia/loss_precision" in metrics
+
+
+def test_selection_needs_a_rule_and_the_reference_layer():
+    inputs, _ = _planted_outlier()
+    with pytest.raises(ValueError, match="max_neighbours, top_k"):
+        select_vulnerable(reference_features(inputs), np.ones(200, bool), top_k=None)
+    with pytest.raises(ValueError, match="'fc0' embeddings"):
+        reference_features(inputs, "fc0")
+    counts = neighbour_counts(reference_features(inputs), np.ones(200, bool), 0.9)
+    capped = select_vulnerable(reference_features(inputs), np.ones(200, bool), 0.9, 0, None)
+    assert np.array_equal(capped, counts == 0)
