@@ -17,13 +17,18 @@ from tqdm.auto import tqdm
 from mia_bench.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
+from mia_bench.attacks.gmia import gmia_report, reference_features, select_vulnerable
 from mia_bench.metrics import summarize
 from mia_bench.references import GroupRun, References, load_references
 
+GMIA_ALPHA = 0.01  # significance level of GMIA's direct test
+GMIA_TOP_K = 50  # vulnerable records GMIA attacks per target
+GMIA_THRESHOLD = 0.9  # cosine similarity of a neighbour in the references' embedding space
+
 
 def needs_embeddings(attacks: Sequence[Attack]) -> bool:
-    """Whether any attack reads the references' embeddings."""
-    return any(a.needs_references and "embedding" in a.name for a in attacks)
+    """Whether any attack reads the references' embeddings (GMIA selects records by them)."""
+    return any(a.needs_references and ("embedding" in a.name or "gmia" in a.name) for a in attacks)
 
 
 def build_inputs(
@@ -92,14 +97,52 @@ def layer_depth_curve(
 
 
 def summarize_scores(
-    scores: Mapping[str, np.ndarray], keep: np.ndarray, fprs: Sequence[float]
+    scores: Mapping[str, np.ndarray],
+    keep: np.ndarray,
+    fprs: Sequence[float],
+    inputs: AttackInputs | None = None,
 ) -> dict[str, float]:
-    """Flat ``<attack>/<metric>`` numbers of every attack's scores."""
-    return {
+    """Flat ``<attack>/<metric>`` numbers of every attack's scores.
+
+    With ``gmia_direct`` among the scores and the references' ``embedding`` layer in
+    ``inputs``, GMIA's judgement on its vulnerable records joins them
+    (``gmia_direct/num_selected``, ``.../precision``, ``.../loss_precision``...: see
+    :func:`gmia_metrics`).
+    """
+    out = {
         f"{name}/{key}": value
         for name, s in scores.items()
         for key, value in summarize(s, keep, tuple(fprs)).items()
     }
+    if inputs is not None:
+        out |= gmia_metrics(scores, inputs, keep)
+    return out
+
+
+def gmia_metrics(
+    scores: Mapping[str, np.ndarray],
+    inputs: AttackInputs,
+    keep: np.ndarray,
+    alpha: float = GMIA_ALPHA,
+    top_k: int = GMIA_TOP_K,
+    threshold: float = GMIA_THRESHOLD,
+) -> dict[str, float]:
+    """GMIA on its vulnerable records, other attacks at as many predictions.
+
+    The ``top_k`` records with the fewest neighbours (cosine similarity >= ``threshold``
+    among all pool records, in the references' mean ``embedding`` space) are attacked
+    with the direct test at significance ``alpha``. Empty without ``gmia_direct`` scores
+    or the references' ``embedding`` layer.
+    """
+    if "gmia_direct" not in scores or "embedding" not in inputs.ref_embeddings:
+        return {}
+    features = reference_features(inputs, "embedding")
+    everyone = np.ones(len(features), dtype=bool)
+    selected = select_vulnerable(features, everyone, threshold, top_k=top_k)
+    log_p = -scores["gmia_direct"] * np.log(10.0)
+    others = {name: s for name, s in scores.items() if name != "gmia_direct"}
+    report = gmia_report(log_p, selected, keep, alpha, others)
+    return report.as_metrics(prefix="gmia_direct")
 
 
 @dataclass
@@ -174,8 +217,9 @@ def audit_group(
         wanted = target_epoch if epoch != "last" else "last"
         refs = load_references(others, wanted, layers, target_keep=keep)
         signals = load_signals(target.artifact_dir, target_epoch, layers)
-        scores = score_attacks(attacks, build_inputs(signals, refs, keep), layers)
-        result.per_target[target.run_index] = summarize_scores(scores, keep, fprs)
+        inputs = build_inputs(signals, refs, keep)
+        scores = score_attacks(attacks, inputs, layers)
+        result.per_target[target.run_index] = summarize_scores(scores, keep, fprs, inputs)
         result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
         result.run_ids[target.run_index] = target.run_id
         result.target_epochs[target.run_index] = target_epoch

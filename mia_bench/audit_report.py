@@ -97,8 +97,41 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
         "target_epochs": result.target_epochs,
         "per_target": result.per_target,
     }
+    gmia = gmia_markdown(result)
+    if gmia:
+        (folder / "gmia.md").write_text(gmia)
+        doc["gmia_markdown"] = gmia
     (folder / "audit.json").write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def gmia_markdown(result: AuditResult) -> str:
+    """GMIA on its vulnerable records, per target, with the other attacks' precision at
+    as many predictions; empty when GMIA did not run.
+    """
+    prefix = "gmia_direct/"
+    rows = {t: m for t, m in sorted(result.per_target.items()) if f"{prefix}num_selected" in m}
+    if not rows:
+        return ""
+    own = {f"{prefix}precision", f"{prefix}baseline_precision"}
+    others = sorted(
+        {
+            k[len(prefix) : -len("_precision")]
+            for m in rows.values()
+            for k in m
+            if k.startswith(prefix) and k.endswith("_precision") and k not in own
+        }
+    )
+    head = ["target", "selected", "predicted", "GMIA precision", "recall", "members among selected"]
+    head += [f"{o} precision" for o in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for target, m in rows.items():
+        cells = [str(target), f"{m[prefix + 'num_selected']:.0f}"]
+        cells += [f"{m[prefix + 'num_predicted']:.0f}"]
+        cells += [f"{m[prefix + k]:.3f}" for k in ("precision", "recall", "baseline_precision")]
+        cells += [f"{m.get(f'{prefix}{o}_precision', float('nan')):.3f}" for o in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def log_audit_run(

@@ -144,9 +144,10 @@ def audit_checkpoint(
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
     layers = tuple(layers) if needs_embeddings(chosen) else ()
     refs = load_references(reference_runs, epoch, layers, target_keep=keep_row)
-    scores = score_attacks(chosen, build_inputs(signals, refs, keep_row), layers)
+    inputs = build_inputs(signals, refs, keep_row)
+    scores = score_attacks(chosen, inputs, layers)
     result = AuditResult(epoch=signals.epoch, keep=keep_row, scores=scores)
-    result.per_target[0] = summarize_scores(scores, keep_row, fprs)
+    result.per_target[0] = summarize_scores(scores, keep_row, fprs, inputs)
     result.num_references[0] = 0 if refs is None else len(refs.run_ids)
     result.target_epochs[0] = signals.epoch
     with tempfile.TemporaryDirectory() as tmp:

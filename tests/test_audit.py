@@ -221,3 +221,21 @@ def test_record_adds_layers_from_checkpoints_and_skips_done_runs(in_group):
     assert embedding_path(runs[0].artifact_dir, 1, "head").stat().st_mtime_ns == stamp
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         main(["record", "--group", "g", "--epoch", "7", "--layers", "head"])
+
+
+@pytest.mark.slow
+def test_audit_reports_gmia_on_vulnerable_records(in_group):
+    doc_path = in_group / "gmia.json"
+    attacks = "loss,lira_online_fixed_var,gmia_direct"
+    main(
+        ["audit", "--group", "g", "--targets", "2", "--attacks", attacks, "--output", str(doc_path)]
+    )
+    doc = json.loads(doc_path.read_text())
+    for metrics in doc["per_target"].values():
+        assert metrics["gmia_direct/num_selected"] == 50
+        predicted = metrics["gmia_direct/num_predicted"]
+        assert 0 <= predicted <= 50
+        if predicted:  # the other attacks are judged at as many predictions
+            assert 0 <= metrics["gmia_direct/loss_precision"] <= 1
+    rows = [line for line in doc["gmia_markdown"].splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and "lira_online_fixed_var precision" in rows[0]

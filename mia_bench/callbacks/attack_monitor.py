@@ -152,8 +152,10 @@ class AttackMonitor(Callback):
         keep = trainer.datamodule.keep
         layers = recorder.layers if needs_embeddings(self.attacks) else ()
         refs = self._load_references(trainer, signals.epoch, layers, keep)
-        scores = score_attacks(self.attacks, build_inputs(signals, refs, keep), layers)
-        metrics = {f"mia/{k}": v for k, v in summarize_scores(scores, keep, self.fprs).items()}
+        inputs = build_inputs(signals, refs, keep)
+        scores = score_attacks(self.attacks, inputs, layers)
+        summary = summarize_scores(scores, keep, self.fprs, inputs)
+        metrics = {f"mia/{k}": v for k, v in summary.items()}
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
         self.last_scores, self.last_epoch, self.last_metrics = scores, signals.epoch, metrics
