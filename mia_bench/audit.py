@@ -18,6 +18,7 @@ from mia_bench.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
 from mia_bench.attacks.gmia import gmia_report, reference_features, select_vulnerable
+from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.metrics import summarize
 from mia_bench.references import GroupRun, References, load_references
 
@@ -27,8 +28,8 @@ GMIA_THRESHOLD = 0.9  # cosine similarity of a neighbour in the references' embe
 
 
 def needs_embeddings(attacks: Sequence[Attack]) -> bool:
-    """Whether any attack reads the references' embeddings (GMIA selects records by them)."""
-    return any(a.needs_references and ("embedding" in a.name or "gmia" in a.name) for a in attacks)
+    """Whether any attack reads layer embeddings (so the harness loads them)."""
+    return any(a.needs_embeddings for a in attacks)
 
 
 def build_inputs(
@@ -51,28 +52,44 @@ def build_inputs(
 def score_attacks(
     attacks: Sequence[Attack], inputs: AttackInputs, sweep_layers: Sequence[str] = ()
 ) -> dict[str, np.ndarray]:
-    """Scores of every attack that can run (reference attacks need references).
+    """Scores of every attack that can run.
 
-    With ``nn_embedding`` among the attacks and more layers in ``sweep_layers``, the
-    embedding attack also runs on each other layer, as ``nn_embedding_<layer>`` (seed
-    000's per-layer sweep: which depth leaks the most membership).
+    Reference attacks need references, and attacks comparing query views
+    (``min_views``) need that many views; the others are left out.
+
+    With ``nn_embedding`` (or ``neighbourhood``) among the attacks and more layers in
+    ``sweep_layers``, the attack also runs on each other layer, as
+    ``nn_embedding_<layer>`` (``neighbourhood_<layer>``): seed 000's per-layer sweep,
+    which depth leaks the most membership.
     """
-    usable = [a for a in attacks if inputs.ref_logits is not None or not a.needs_references]
+    views = inputs.logits.shape[1]
+    usable = [
+        a
+        for a in attacks
+        if (inputs.ref_logits is not None or not a.needs_references) and views >= a.min_views
+    ]
     scores = {a.name: a(inputs) for a in usable}
     others = [layer for layer in sweep_layers if layer != "embedding"]
     if "nn_embedding" in scores and others:
         for layer, s in layer_sweep_scores(inputs, others).items():
             scores[layer_attack_name(layer)] = s
+    if "neighbourhood" in scores:
+        for layer in others:
+            scores[layer_attack_name(layer, "neighbourhood")] = neighbourhood_attack(
+                inputs, layer=layer
+            )
     return scores
 
 
-def layer_attack_name(layer: str) -> str:
-    """The name the embedding attack on ``layer`` is reported under.
+def layer_attack_name(layer: str, attack: str = "nn_embedding") -> str:
+    """The name ``attack`` on ``layer`` is reported under.
 
     >>> layer_attack_name("embedding"), layer_attack_name("bert.encoder.layer.0")
     ('nn_embedding', 'nn_embedding_bert_encoder_layer_0')
+    >>> layer_attack_name("fc0", "neighbourhood")
+    'neighbourhood_fc0'
     """
-    return "nn_embedding" if layer == "embedding" else f"nn_embedding_{layer.replace('.', '_')}"
+    return attack if layer == "embedding" else f"{attack}_{layer.replace('.', '_')}"
 
 
 def layer_depth_curve(

@@ -18,6 +18,7 @@ from mia_bench.attacks import (
     gmia,
     label_only,
     lira,
+    neighbourhood,
     nn_attack,
     rmia,
     threshold,
@@ -46,6 +47,7 @@ ATTACKS: dict[str, Attack] = _registry(
     embedding.ATTACKS,
     label_only.ATTACKS,
     gmia.ATTACKS,
+    neighbourhood.ATTACKS,
 )
 
 

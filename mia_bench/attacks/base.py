@@ -129,6 +129,10 @@ class Attack:
         fn: the pure scoring function ``AttackInputs -> float64[N]``, higher = member.
         needs_references: whether ``fn`` reads ``ref_logits`` / ``ref_keep``.
         paper: the reference to cite.
+        needs_embeddings: whether ``fn`` reads layer embeddings (of the target or the
+            references), so the harness must load them.
+        min_views: the fewest query views ``fn`` works with (the harness skips the
+            attack on signals with fewer).
 
     >>> a = Attack("zero", lambda x: np.zeros(x.num_examples), False, "none")
     >>> a(AttackInputs(np.zeros((3, 1, 2)), np.array([0, 1, 0]))).tolist()
@@ -139,6 +143,8 @@ class Attack:
     fn: Callable[[AttackInputs], np.ndarray]
     needs_references: bool
     paper: str
+    needs_embeddings: bool = False
+    min_views: int = 1
 
     def __call__(self, inputs: AttackInputs) -> np.ndarray:
         """Score every example of ``inputs``; returns finite ``float64[N]``.

@@ -143,11 +143,13 @@ ATTACKS: tuple[Attack, ...] = (
         partial(embedding_attack, layer="embedding"),
         needs_references=True,
         paper=EMBEDDING_ATTACK_PROJECT,
+        needs_embeddings=True,
     ),
     Attack(
         "nn_embedding_raw",
         partial(embedding_attack, layer="embedding", sort_units=False),
         needs_references=True,
         paper=EMBEDDING_ATTACK_PROJECT,
+        needs_embeddings=True,
     ),
 )

@@ -206,5 +206,7 @@ def gmia_report(
 
 
 ATTACKS: tuple[Attack, ...] = (
-    Attack("gmia_direct", gmia_direct, needs_references=True, paper=LONG_2018),
+    Attack(
+        "gmia_direct", gmia_direct, needs_references=True, paper=LONG_2018, needs_embeddings=True
+    ),
 )
