@@ -24,7 +24,7 @@ from mia_bench.references import GroupRun, References, load_references
 
 GMIA_ALPHA = 0.01  # significance level of GMIA's direct test
 GMIA_TOP_K = 50  # vulnerable records GMIA attacks per target
-GMIA_THRESHOLD = 0.9  # cosine similarity of a neighbour in the references' embedding space
+GMIA_THRESHOLD = 0.8  # cosine similarity of a neighbour in the references' embedding space
 
 
 def needs_embeddings(attacks: Sequence[Attack]) -> bool:
@@ -159,7 +159,8 @@ def gmia_metrics(
     log_p = -scores["gmia_direct"] * np.log(10.0)
     others = {name: s for name, s in scores.items() if name != "gmia_direct"}
     report = gmia_report(log_p, selected, keep, alpha, others)
-    return report.as_metrics(prefix="gmia_direct")
+    pool = gmia_report(log_p, everyone, keep, alpha, others)  # the test on every record
+    return report.as_metrics(prefix="gmia_direct") | pool.as_metrics(prefix="gmia_direct_pool")
 
 
 @dataclass

@@ -24,7 +24,7 @@ def attack_names(result: AuditResult) -> list[str]:
     for metrics in result.per_target.values():
         for key in metrics:
             name = key.split("/")[0]
-            if name not in names:
+            if name not in names and f"{name}/auc" in metrics:  # not GMIA's extra reports
                 names.append(name)
     return names
 
@@ -124,12 +124,15 @@ def gmia_markdown(result: AuditResult) -> str:
     )
     head = ["target", "selected", "predicted", "GMIA precision", "recall", "members among selected"]
     head += [f"{o} precision" for o in others]
+    head += ["whole pool: predicted", "whole pool: GMIA precision"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for target, m in rows.items():
         cells = [str(target), f"{m[prefix + 'num_selected']:.0f}"]
         cells += [f"{m[prefix + 'num_predicted']:.0f}"]
         cells += [f"{m[prefix + k]:.3f}" for k in ("precision", "recall", "baseline_precision")]
         cells += [f"{m.get(f'{prefix}{o}_precision', float('nan')):.3f}" for o in others]
+        cells += [f"{m.get('gmia_direct_pool/num_predicted', float('nan')):.0f}"]
+        cells += [f"{m.get('gmia_direct_pool/precision', float('nan')):.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

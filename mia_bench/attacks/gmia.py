@@ -5,7 +5,8 @@ with unique influence on the model, found as outliers in the feature space of re
 models. Two steps:
 
 1. **Selection** (:func:`select_vulnerable`): each candidate record's feature vector is
-   the references' mean embedding of one layer (default ``embedding``); a record's
+   the references' mean embedding of one layer (default ``embedding``), standardized
+   per unit; a record's
    neighbours are the population records whose features have cosine similarity at least
    ``threshold`` with it; the records with the fewest neighbours are selected (at most
    ``max_neighbours`` neighbours, and/or the ``top_k`` fewest). The target's outputs and
@@ -74,7 +75,7 @@ def neighbour_counts(features: np.ndarray, population: np.ndarray, threshold: fl
 def select_vulnerable(
     features: np.ndarray,
     population: np.ndarray,
-    threshold: float = 0.9,
+    threshold: float = 0.8,
     max_neighbours: int | None = None,
     top_k: int | None = 50,
 ) -> np.ndarray:
@@ -106,14 +107,21 @@ def select_vulnerable(
 
 
 def reference_features(inputs: AttackInputs, layer: str = "embedding") -> np.ndarray:
-    """Each record's feature vector: the references' mean embedding of ``layer``, ``[N, D]``."""
+    """Each record's feature vector ``[N, D]``: the references' mean embedding of ``layer``,
+    standardized per unit over the records.
+
+    Standardizing matters for cosine similarity: raw ReLU features share one dominant
+    direction (on digits every pair of records has similarity above 0.8), so every
+    record would look like every other's neighbour.
+    """
     if layer not in inputs.ref_embeddings:
         raise ValueError(
             f"vulnerable-record selection reads the references' {layer!r} embeddings; they "
             f"have {sorted(inputs.ref_embeddings) or 'none'}. Record that layer "
             "(--signals.layers) in the reference runs"
         )
-    return np.asarray(inputs.ref_embeddings[layer], dtype=np.float64).mean(axis=0)
+    mean = np.asarray(inputs.ref_embeddings[layer], dtype=np.float64).mean(axis=0)  # [N, D]
+    return (mean - mean.mean(axis=0)) / (mean.std(axis=0) + 1e-12)
 
 
 def direct_log_pvalues(inputs: AttackInputs) -> np.ndarray:
