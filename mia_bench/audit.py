@@ -17,7 +17,12 @@ from tqdm.auto import tqdm
 from mia_bench.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
-from mia_bench.attacks.gmia import gmia_report, reference_features, select_vulnerable
+from mia_bench.attacks.gmia import (
+    gmia_report,
+    indirect_log_pvalues,
+    reference_features,
+    select_vulnerable,
+)
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.metrics import summarize
 from mia_bench.references import GroupRun, References, load_references
@@ -160,7 +165,11 @@ def gmia_metrics(
     others = {name: s for name, s in scores.items() if name != "gmia_direct"}
     report = gmia_report(log_p, selected, keep, alpha, others)
     pool = gmia_report(log_p, everyone, keep, alpha, others)  # the test on every record
-    return report.as_metrics(prefix="gmia_direct") | pool.as_metrics(prefix="gmia_direct_pool")
+    metrics = report.as_metrics(prefix="gmia_direct") | pool.as_metrics("gmia_direct_pool")
+    if inputs.population is not None:  # indirect: only the enhancing records are queried
+        indirect = indirect_log_pvalues(inputs, selected, features)
+        metrics |= gmia_report(indirect, selected, keep, alpha).as_metrics("gmia_indirect")
+    return metrics
 
 
 @dataclass

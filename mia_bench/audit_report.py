@@ -125,6 +125,7 @@ def gmia_markdown(result: AuditResult) -> str:
     head = ["target", "selected", "predicted", "GMIA precision", "recall", "members among selected"]
     head += [f"{o} precision" for o in others]
     head += ["whole pool: predicted", "whole pool: GMIA precision"]
+    head += ["indirect: predicted", "indirect: precision"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for target, m in rows.items():
         cells = [str(target), f"{m[prefix + 'num_selected']:.0f}"]
@@ -133,6 +134,8 @@ def gmia_markdown(result: AuditResult) -> str:
         cells += [f"{m.get(f'{prefix}{o}_precision', float('nan')):.3f}" for o in others]
         cells += [f"{m.get('gmia_direct_pool/num_predicted', float('nan')):.0f}"]
         cells += [f"{m.get('gmia_direct_pool/precision', float('nan')):.3f}"]
+        cells += [f"{m.get('gmia_indirect/num_predicted', float('nan')):.0f}"]
+        cells += [f"{m.get('gmia_indirect/precision', float('nan')):.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

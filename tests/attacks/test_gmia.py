@@ -12,6 +12,7 @@ from mia_bench.attacks import AttackInputs, get_attack
 from mia_bench.attacks.gmia import (
     direct_log_pvalues,
     gmia_report,
+    indirect_log_pvalues,
     neighbour_counts,
     reference_features,
     select_vulnerable,
@@ -123,3 +124,52 @@ def test_selection_needs_a_rule_and_the_reference_layer():
     counts = neighbour_counts(reference_features(inputs), np.ones(200, bool), 0.9)
     capped = select_vulnerable(reference_features(inputs), np.ones(200, bool), 0.9, 0, None)
     assert np.array_equal(capped, counts == 0)
+
+
+def _enhanced(target_trained_on_0: bool, seed: int = 0, n: int = 300, r: int = 16):
+    """Record 0's presence lowers the loss of its 10 look-alikes (records 1..10)."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 6))
+    features[1:11] = features[0] + 0.05 * rng.normal(size=(10, 6))
+    labels = np.zeros(n, dtype=np.int64)
+    keep = np.argsort(rng.random((r, n)), axis=0) < r // 2
+    membership = rng.random(n) < 0.5
+    membership[0] = target_trained_on_0
+    membership[1:11] = False  # the look-alikes are known non-members (the population)
+
+    def logits(member):  # [..., N] -> [..., N, 1, 2]
+        margin = 1.0 + 0.3 * member + 0.05 * rng.normal(size=member.shape)
+        margin[..., 1:11] += 1.5 * member[..., :1]  # record 0 pulls its look-alikes up
+        out = np.zeros((*member.shape, 1, 2))
+        out[..., 0, 0] = margin
+        return out
+
+    inputs = AttackInputs(
+        logits(membership),
+        labels,
+        ref_logits=logits(keep),
+        ref_keep=keep,
+        population=~membership,
+    )
+    return inputs, features
+
+
+@pytest.mark.parametrize("member", [True, False])
+def test_indirect_infers_record_from_its_enhancing_records_only(member):
+    inputs, features = _enhanced(member)
+    selected = np.zeros(300, dtype=bool)
+    selected[0] = True
+    log_p = indirect_log_pvalues(inputs, selected, features, candidates=15, enhancing=5)
+    assert (np.exp(log_p[0]) < 1e-3) == member
+    assert np.all(log_p[1:] == 0)  # only selected records are tested
+    # never queried on the record itself: its own outputs do not matter
+    changed = inputs.logits.copy()
+    changed[0] = -changed[0] * 10
+    other = AttackInputs(
+        changed,
+        inputs.labels,
+        ref_logits=inputs.ref_logits,
+        ref_keep=inputs.ref_keep,
+        population=inputs.population,
+    )
+    np.testing.assert_array_equal(indirect_log_pvalues(other, selected, features, 15, 5), log_p)
