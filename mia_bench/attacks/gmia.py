@@ -21,9 +21,10 @@ models. Two steps:
    with few references.)
 
 3. **Indirect inference** (:func:`indirect_log_pvalues`): the record is never queried;
-   its *enhancing records* (population records whose outputs it influences most, over
-   the references) are, and their losses are tested against the references that did
-   not train on the record.
+   its *enhancing records* (known non-members that look like it in the references'
+   feature space, so its presence moves their outputs) are, and their losses are
+   tested against the references that trained on neither, with a null distribution
+   calibrated on those references themselves.
 
 GMIA is judged by its precision on the records it selects and attacks: see
 :func:`gmia_report`. The registry entry ``gmia_direct`` scores every record by
@@ -154,76 +155,83 @@ def indirect_log_pvalues(
     inputs: AttackInputs,
     selected: np.ndarray,
     features: np.ndarray,
-    candidates: int = 20,
     enhancing: int = 5,
+    min_null: int = 3,
 ) -> np.ndarray:
     """Indirect GMIA: test each selected record by querying its enhancing records only.
 
-    Enhancing records of a record r are population records (known to be outside the
-    target's training set, like the paper's generated records) whose loss drops most,
-    over the references, when r is in the training set: among r's ``candidates``
-    nearest population records (cosine, ``features``), the ``enhancing`` ones with the
-    most negative standardized influence ``(mean_IN - mean_OUT) / std_OUT`` of r on
-    their loss, counting only references that did not train on the enhancing record
-    itself. The references are split in two: the even-numbered ones choose the enhancing
-    records, the odd-numbered ones give the null distribution (choosing and testing on
-    the same references picks records whose null mean is high by chance, and the test
-    then rejects for non-members too). Under H_out each enhancing record's target loss is
-    distributed like that of the testing references trained on neither it nor r;
-    ``S = sum_e z_e / sqrt(E)`` with ``z_e = (loss_target(e) - mean_null(e)) / s(e)``,
-    ``s(e)`` the std over every reference trained on neither (a handful of testing
-    references alone would understate it and reject far too often), and the p-value is
-    ``Pr[Z <= S]``. The target is never queried on r itself.
+    The enhancing records of a record r are its ``enhancing`` nearest population records
+    in the references' feature space (cosine): known non-members of the target, like the
+    paper's generated records, that look like r, so r's presence in the training set
+    moves their outputs. The target is never queried on r itself.
 
-    Known limit: look-alike enhancing records have correlated losses, so ``S`` is wider
-    than ``N(0, 1)`` under H_out and the test rejects more often than ``alpha`` (on the
-    digits and Location groups it predicts about 10% of the selected records, at chance
-    precision). The paper's enhancing records are generated to be influenced by r alone.
+    Statistic: ``S = mean_e (loss(e) - mean(e)) / std(e)`` over the enhancing records,
+    with ``mean(e)``, ``std(e)`` over the references trained on neither r nor e; members
+    pull their look-alikes' loss down, so a low S is evidence for H_in. The null
+    distribution of S is taken from those references themselves, each one standardized
+    leave-one-out against the others (and over the enhancing records it did not train
+    on): look-alikes have correlated losses, so S is not ``N(0, 1)`` under H_out, and
+    the references' own spread calibrates the test. The p-value is ``Pr[Z <= S]`` for a
+    Gaussian fitted to the null values. (Choosing the enhancing records by their loss
+    over the same references would pick records whose null mean is high by chance and
+    make the test reject for non-members too: they are chosen by features alone.)
 
     Args:
         inputs: target ``logits``, references, and ``population`` (the records usable as
             enhancing records).
         selected: ``bool[N]`` the records to test.
         features: ``float[N, D]`` the feature space neighbours are found in.
-        candidates: nearest population records considered per record.
-        enhancing: enhancing records kept per record.
+        enhancing: enhancing records per record.
+        min_null: fewest null references a test needs.
 
     Returns:
         ``float64[N]`` natural-log p-values; 0 (no evidence) for records not selected or
-        without an enhancing record.
+        with too few references.
     """
     if inputs.ref_logits is None or inputs.population is None:
         raise ValueError("indirect GMIA needs references and a population of known non-members")
-    target = signals.loss(inputs.logits[:, 0], inputs.labels)  # [N], read only at enhancing records
+    target = signals.loss(inputs.logits[:, 0], inputs.labels)  # [N], read at enhancing records
     refs = signals.loss(inputs.ref_logits[:, :, 0], inputs.labels[None, :])  # [R, N]
-    keep = inputs.ref_keep  # [R, N]
     pool = np.flatnonzero(inputs.population)
-    choose = np.arange(len(refs)) % 2 == 0  # [R] references that choose enhancing records
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     out = np.zeros(len(target))
     for r in np.flatnonzero(selected):
         sims = unit[pool] @ unit[r]  # [P]
-        sims[pool == r] = -np.inf
-        near = pool[np.argsort(-sims, kind="stable")[:candidates]]
-        near = near[near != r]  # never the record itself
-        influence, z = [], []
-        for e in near:
-            base = ~keep[:, e]  # references that did not train on e
-            # choose on half the references, test on the other half: choosing and
-            # testing on the same ones would pick records whose OUT mean is high by chance
-            pick, test = base & choose, base & ~choose
-            with_r, without_r = pick & keep[:, r], pick & ~keep[:, r]
-            null = test & ~keep[:, r]
-            if with_r.sum() < 1 or without_r.sum() < 1 or null.sum() < 2:
-                continue
-            spread = max(refs[base & ~keep[:, r], e].std(), MIN_STD)  # all OUT-of-both refs
-            influence.append((refs[with_r, e].mean() - refs[without_r, e].mean()) / spread)
-            z.append((target[e] - refs[null, e].mean()) / spread)
-        order = np.argsort(influence)[:enhancing]
-        chosen = [k for k in order if influence[k] < 0]
-        if chosen:
-            out[r] = log_ndtr(np.sum(np.take(z, chosen)) / np.sqrt(len(chosen)))
+        sims[pool == r] = -np.inf  # never the record itself
+        chosen = pool[np.argsort(-sims, kind="stable")[:enhancing]]  # [E]
+        without_r = ~inputs.ref_keep[:, r]  # [R]
+        losses = refs[without_r][:, chosen]  # [M, E]
+        usable = ~inputs.ref_keep[without_r][:, chosen]  # [M, E] trained on neither
+        null = _loo_null(losses, usable)
+        count = usable.sum(axis=0)  # [E]
+        if len(null) < min_null or (count < 2).any():
+            continue
+        mean = np.where(usable, losses, 0.0).sum(axis=0) / count
+        std = np.sqrt(np.where(usable, (losses - mean) ** 2, 0.0).sum(axis=0) / count)
+        s_target = np.mean((target[chosen] - mean) / np.maximum(std, MIN_STD))
+        out[r] = log_ndtr((s_target - null.mean()) / max(null.std(), MIN_STD))
     return out
+
+
+def _loo_null(losses: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Each reference's statistic S, standardized against the other references.
+
+    Args:
+        losses: ``float[M, E]`` the references' losses on the enhancing records.
+        usable: ``bool[M, E]`` where the reference trained on neither r nor the record.
+
+    Returns:
+        ``float64[M']`` the S of every reference with a usable record.
+    """
+    x = np.where(usable, losses, 0.0)
+    count, total, squares = usable.sum(axis=0), x.sum(axis=0), (x**2).sum(axis=0)  # [E]
+    others = count - usable  # [M, E]
+    mean = (total - x) / np.maximum(others, 1)
+    var = (squares - x**2) / np.maximum(others, 1) - mean**2
+    z = (losses - mean) / np.sqrt(np.maximum(var, MIN_STD**2))
+    valid = usable & (others >= 2)
+    s = np.where(valid, z, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    return s[valid.any(axis=1)]
 
 
 def gmia_direct(inputs: AttackInputs) -> np.ndarray:
