@@ -89,8 +89,17 @@ def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = Fals
     return pd.DataFrame(rows)
 
 
+GMIA_PREDICTED = "gmia_direct/num_predicted"
+GMIA_PRECISION = "gmia_direct/precision"
+GMIA_HITS = "gmia_direct/hits"
+
+
 def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
-    """One row per audit: means (and spreads) over its targets at the audited epoch."""
+    """One row per audit: means (and spreads) over its targets at the audited epoch.
+
+    With ``gmia_direct`` among the attacks, GMIA's predictions on its vulnerable records
+    are summed over the targets and its precision pooled (hits / predictions).
+    """
     if "epoch" in pts:  # with all_epochs points, the table keeps each target's last epoch
         last = pts.groupby(["group", "references", "run_index"])["epoch"].transform("max")
         pts = pts[pts["epoch"] == last]
@@ -99,9 +108,17 @@ def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
         for m in ("auc", "tpr_at_fpr_0.001"):
             if f"{a}/{m}" in pts:
                 cols[f"{a}/{m}"] = ["mean", "std"]
+    gmia = "gmia_direct" in attacks and GMIA_PREDICTED in pts
+    if gmia:  # GMIA is judged by precision on its few predictions, pooled over targets
+        hits = pts[GMIA_PRECISION].fillna(0.0) * pts[GMIA_PREDICTED]
+        pts = pts.assign(**{GMIA_HITS: hits})
+        cols |= {GMIA_PREDICTED: "sum", GMIA_HITS: "sum"}
     table = pts.groupby(["group", "references"], sort=False).agg(cols)
-    table.columns = [c if s == "mean" else f"{c}_{s}" for c, s in table.columns]
+    table.columns = [c if s in ("mean", "sum") else f"{c}_{s}" for c, s in table.columns]
     table["num_targets"] = pts.groupby(["group", "references"], sort=False).size()
+    if gmia:
+        predicted = table[GMIA_PREDICTED]
+        table[GMIA_PRECISION] = (table.pop(GMIA_HITS) / predicted).where(predicted > 0)
     return table.reset_index()
 
 
@@ -110,6 +127,9 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
     head = ["recipe", "references", "train acc", "test acc", "gap"]
     for a in attacks:
         head += [f"{a} AUC", f"{a} TPR@0.1%"]
+    gmia = GMIA_PREDICTED in table
+    if gmia:
+        head += ["GMIA predictions", "GMIA precision"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [
@@ -123,6 +143,8 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
             auc, tpr = f"{a}/auc", f"{a}/tpr_at_fpr_0.001"
             cells.append(f"{r[auc]:.3f} ± {r[auc + '_std']:.3f}" if auc in r else "-")
             cells.append(f"{100 * r[tpr]:.2f} ± {100 * r[tpr + '_std']:.2f}" if tpr in r else "-")
+        if gmia:
+            cells += [f"{r[GMIA_PREDICTED]:.0f}", f"{r[GMIA_PRECISION]:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -118,3 +118,27 @@ def test_all_epochs_makes_every_audited_checkpoint_a_point(store, monkeypatch):
     first = plain[plain["epoch"] == 0].iloc[0]
     history = client.get_metric_history(first["run_id"], "test/acc")
     assert first["test_acc"] == pytest.approx(next(m.value for m in history if m.step == 0))
+
+
+def test_recipe_table_pools_gmia_precision_over_targets():
+    from mia_bench.compare import markdown, recipe_table
+
+    pts = pd.DataFrame(
+        {
+            "group": ["g", "g", "g"],
+            "references": ["g", "g", "g"],
+            "run_index": [0, 1, 2],
+            "train_acc": [0.99, 0.98, 0.99],
+            "test_acc": [0.96, 0.95, 0.96],
+            "gap_acc": [0.03, 0.03, 0.03],
+            "gap_loss": [0.1, 0.1, 0.1],
+            "gmia_direct/auc": [0.56, 0.57, 0.55],
+            "gmia_direct/tpr_at_fpr_0.001": [0.01, 0.0, 0.02],
+            "gmia_direct/num_predicted": [3.0, 0.0, 1.0],
+            "gmia_direct/precision": [2 / 3, float("nan"), 0.0],  # nothing predicted: NaN
+        }
+    )
+    table = recipe_table(pts, ["gmia_direct"])
+    assert table["gmia_direct/num_predicted"].tolist() == [4.0]
+    assert table["gmia_direct/precision"].tolist() == pytest.approx([0.5])  # 2 hits / 4
+    assert "| 4 | 0.500 |" in markdown(table, ["gmia_direct"])
