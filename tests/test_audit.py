@@ -120,7 +120,7 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
             *TINY,
             "--group=target",
             "--attacks.references=[g]",
-            "--attacks.attacks=[loss,lira_online,rmia_offline,nn_embedding]",
+            "--attacks.attacks=[loss,lira_online,rmia_offline,nn_embedding,gmia_direct]",
         ]
     )
     client, exp_id = client_and_experiment(MlflowSettings())
@@ -135,6 +135,9 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
     # the target is run 0 of its own group, with g's split seed: g's run 0 trained on
     # exactly the target's data and is left out; the other 3 are references
     assert run.data.metrics["mia/num_references"] == 3
+    # GMIA's judgement on its vulnerable records is logged every epoch too
+    gmia = client.get_metric_history(run.info.run_id, "mia/gmia_direct/num_selected")
+    assert sorted(m.step for m in gmia) == [0, 1, 2] and gmia[0].value == 50
     # layer-depth leakage: the embedding attack at each recorded layer, one plot
     art = local_artifact_dir(run.info.artifact_uri)
     assert (art / "mia_depth.png").stat().st_size > 1000
