@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from mia_bench.plots import save_figure  # noqa: E402
 from mia_bench.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
 
 RUN_METRICS = {
@@ -162,11 +163,7 @@ def scatter(pts: pd.DataFrame, attack: str, x: str, path: Path) -> Path:
     fig.colorbar(shown, ax=ax, label="test accuracy (%)")
     label = {"gap_acc": "train - test accuracy", "gap_loss": "test - train loss"}[x]
     ax.set(xlabel=label, ylabel=f"{attack} TPR at 0.1% FPR (%)", title=f"{len(pts)} audited models")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def compare(

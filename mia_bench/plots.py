@@ -14,6 +14,15 @@ import numpy as np  # noqa: E402
 from mia_bench.metrics import auc, roc_curve  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write ``fig`` to ``path`` as a PNG (creating its folder), close it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_roc(
     scores: Mapping[str, np.ndarray], membership: np.ndarray, path: Path, title: str = ""
 ) -> Path:
@@ -48,11 +57,7 @@ def plot_roc(
         title=title,
     )
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_layer_depth(
@@ -79,8 +84,4 @@ def plot_layer_depth(
     ax.set(xlabel="layer (shallow to deep)", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

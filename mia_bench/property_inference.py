@@ -135,8 +135,8 @@ def infer_property(
             "the property cannot be learned; pick a property that varies"
         )
     x = np.asarray(features, dtype=np.float64)
-    model_ = _attack_model((len(train), x.shape[1]), max_dim, model, seed)
-    fitted = model_.fit(x[train], prop[train])
+    pipeline = _attack_model((len(train), x.shape[1]), max_dim, model, seed)
+    fitted = pipeline.fit(x[train], prop[train])
     test = np.flatnonzero(evaluate)
     y = prop[test]
     probs = fitted.predict_proba(x[test])  # [M, K]

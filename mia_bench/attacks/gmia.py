@@ -40,6 +40,7 @@ from scipy.special import log_ndtr
 
 from mia_bench import signals
 from mia_bench.attacks.base import Attack, AttackInputs
+from mia_bench.attacks.neighbourhood import unit_rows
 from mia_bench.metrics import precision_at_k
 
 LONG_2018 = (
@@ -65,7 +66,7 @@ def neighbour_counts(features: np.ndarray, population: np.ndarray, threshold: fl
     >>> neighbour_counts(f, np.ones(3, bool), 0.9).tolist()
     [1, 1, 0]
     """
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(features)
     pool = unit[population]  # [P, D]
     self_close = np.einsum("nd,nd->n", unit, unit) >= threshold  # [N], a record vs itself
     counts = np.empty(len(unit), dtype=np.int64)
@@ -193,7 +194,7 @@ def indirect_log_pvalues(
     target = signals.loss(inputs.logits[:, 0], inputs.labels)  # [N], read at enhancing records
     refs = signals.loss(inputs.ref_logits[:, :, 0], inputs.labels[None, :])  # [R, N]
     pool = np.flatnonzero(inputs.population)
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(features)
     out = np.zeros(len(target))
     for r in np.flatnonzero(selected):
         sims = unit[pool] @ unit[r]  # [P]

@@ -37,6 +37,16 @@ CHUNK = 1024  # rows of the similarity matrix formed at once
 EPS = 1e-6
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), so ``a @ b.T`` is cosine.
+
+    >>> unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    x = np.asarray(features, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def nearest_neighbours(features: np.ndarray, k: int) -> np.ndarray:
     """Indices ``int64[N, k]`` of each record's ``k`` most cosine-similar other records.
 
@@ -46,8 +56,7 @@ def nearest_neighbours(features: np.ndarray, k: int) -> np.ndarray:
     """
     if not 1 <= k < len(features):
         raise ValueError(f"k must lie in [1, {len(features) - 1}] (records - 1), got {k}")
-    x = np.asarray(features, dtype=np.float64)
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(features)
     out = np.empty((len(unit), k), dtype=np.int64)
     for start in range(0, len(unit), CHUNK):
         stop = min(start + CHUNK, len(unit))
