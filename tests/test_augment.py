@@ -314,6 +314,10 @@ def test_signals_are_recorded_under_every_lira_view() -> None:
 quiet_cli = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 
+def test_every_augment_config_is_checked() -> None:
+    assert {p.stem for p in (CONFIGS / "augment").glob("*.yaml")} == set(RECIPES)
+
+
 @quiet_cli
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_configs_set_augment_and_keep_the_base_data_class(recipe: str) -> None:
