@@ -1,201 +1,41 @@
-"""``mia-bench``: LightningCLI with MLflow tracking and membership attacks built in.
+"""``mia-bench``: the command's entry point; imported by nothing in the package.
 
-``mia-bench fit -c lightning_configs/quickstart.yaml`` trains one run of a group; the
-``SignalRecorder`` (``--signals.*``), ``AttackMonitor`` (``--attacks.*``) and
-``PropertyMonitor`` (``--properties.*``, idle until property names are given) callbacks
-are always on, and every run is an MLflow run tagged with its place in the group.
+Subcommands beyond Lightning's (``fleet``, ``audit``, ``compare``, ``sweep``, ``record``)
+live in :mod:`mia_bench.commands`; ``fit``/``validate``/``test`` go to the LightningCLI
+of :mod:`mia_bench.lightning_cli`. A user's mistake (:class:`mia_bench.errors.UserError`)
+is printed as one line and the command exits with status 2.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
-from pathlib import Path
-from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-
-from lightning.pytorch import seed_everything  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
-from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
-from mlflow.entities import Param  # noqa: E402
-
-from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
-from mia_bench.classifier import Classifier  # noqa: E402
-from mia_bench.data.membership import MembershipDataModule  # noqa: E402
-from mia_bench.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
-
-DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
-SUBCOMMANDS = ("fit", "validate", "test")
-
-
-class MlflowSaveConfig(SaveConfigCallback):
-    """Logs the resolved config as the MLflow artifact ``config.yaml``."""
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
-        params = config_params(self.config)
-        for logger in trainer.loggers:
-            if isinstance(logger, MLFlowLogger):
-                logger.experiment.log_text(logger.run_id, text, "config.yaml")
-                log_new_params(logger.experiment, logger.run_id, params)
-
-
-def config_params(config: Any) -> dict[str, str]:
-    """The resolved config as flat ``cfg.<key>`` params (None values left out)."""
-    flat = config.clone().as_flat() if hasattr(config, "as_flat") else config
-    out = {}
-    for key, value in vars(flat).items():
-        if value is None or key.startswith(("trainer.callbacks", "config", "__")):
-            continue
-        out[f"cfg.{key}"] = str(value)[:250]
-    return out
-
-
-def log_new_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    """Log params the run does not have yet (MLflow refuses to change a param)."""
-    existing = client.get_run(run_id).data.params
-    fresh = [Param(k, v) for k, v in params.items() if k not in existing]
-    for start in range(0, len(fresh), 100):  # MLflow takes 100 params per batch
-        client.log_batch(run_id, params=fresh[start : start + 100])
-
-
-def epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
-    """Keeps a checkpoint of every epoch plus ``last.ckpt`` (for ``--ckpt_path last``)."""
-    return ModelCheckpoint(
-        dirpath=dirpath,
-        filename="epoch_{epoch:03d}",
-        auto_insert_metric_name=False,
-        save_top_k=-1,
-        every_n_epochs=1,
-        save_last=True,
-    )
-
-
-class MiaCLI(LightningCLI):
-    """LightningCLI of mia-bench (see the module docstring)."""
-
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument(
-            "--group",
-            type=str | None,
-            default=None,
-            help="name of the group of runs (tag mia.group); default: the config file's name",
-        )
-        parser.add_class_arguments(MlflowSettings, "mlflow")
-        parser.add_lightning_class_args(SignalRecorder, "signals")
-        parser.add_lightning_class_args(AttackMonitor, "attacks")
-        parser.add_lightning_class_args(PropertyMonitor, "properties")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
-
-    def _set_seed(self) -> None:
-        """Seed each run with ``seed_everything + run_index``.
-
-        Runs of a group then differ in initialization and batch order as well as in
-        their training data, like LiRA's independently trained models, while every run
-        stays reproducible. The effective seed is tagged ``mia.seed``.
-        """
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        seed = config.get("seed_everything")
-        run_index = config.get("data", {}).get("init_args", {}).get("run_index", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or run_index is None:
-            super()._set_seed()
-            return
-        self.run_seed = seed_everything(seed + run_index, workers=True)
-
-    def _settings(self) -> dict[str, Any]:
-        return self.config_init[self.subcommand] if self.subcommand else self.config_init
-
-    def group_name(self) -> str:
-        """``--group``, else the config files' names joined by ``+``, else ``default``.
-
-        ``-c cifar10_partial_cnn.yaml -c augment/crop.yaml`` is the group
-        ``cifar10_partial_cnn+crop``, so two recipes on one base never share a group.
-        """
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("group"):
-            return config["group"]
-        files = [Path(str(f)).stem for f in (config.get("config") or []) if f is not None]
-        return "+".join(files) if files else "default"
-
-    def instantiate_trainer(self, **kwargs: Any):
-        init = self._settings()
-        settings: MlflowSettings = init["mlflow"]
-        ckpt_path = init.get("ckpt_path")
-        info = self.datamodule.membership_info()
-        if getattr(self, "run_seed", None) is not None:
-            info["seed"] = self.run_seed
-        run_id = open_run(settings, self.group_name(), info, resume=ckpt_path == "last")
-        kwargs["logger"] = MLFlowLogger(
-            experiment_name=settings.experiment_name,
-            tracking_uri=resolve_tracking_uri(settings.tracking_uri),
-            run_id=run_id,
-            log_model=False,
-        )
-        callbacks = list(init["trainer"].get("callbacks") or [])
-        kwargs["callbacks"] = callbacks + [epoch_checkpoint(Path(settings.checkpoint_dir) / run_id)]
-        return super().instantiate_trainer(**kwargs)
-
-
-class _ParseOnlyCLI(MiaCLI):
-    """Parses a fit command line (configs, overrides) without building anything."""
-
-    def instantiate_classes(self) -> None:
-        pass
-
-
-def _parse_only(fit_args: list[str]) -> _ParseOnlyCLI:
-    return _ParseOnlyCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
-        args=fit_args,
-        run=False,
-    )
-
-
-def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
-    """The resolved config of ``mia-bench fit FIT_ARGS`` and its group name."""
-    cli = _parse_only(fit_args)
-    return cli.config, cli.group_name()
-
-
-def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataModule]:
-    """The model and data module a mia-bench fit config describes."""
-    cli = _parse_only(["-c", str(config)])
-    init = cli.parser.instantiate_classes(cli.config)
-    return init.model, init.data
+DESCRIPTION = (
+    "mia-bench: train target models and attack them every epoch. Subcommands beyond "
+    "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
+    "`mia-bench compare --help`, `mia-bench sweep --help`, `mia-bench record --help` "
+    "(more layers of a finished group, from its checkpoints)."
+)
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``mia-bench`` command."""
-    from mia_bench.commands import COMMANDS
+    from mia_bench.errors import UserError  # importing mia_bench sets its environment
 
     argv = sys.argv[1:] if args is None else list(args)
+    try:
+        return _dispatch(argv)
+    except UserError as err:
+        print(f"mia-bench: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
+    from mia_bench.commands import COMMANDS
+
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
-    defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
-    parser_kwargs: dict[str, Any] = {sub: defaults for sub in SUBCOMMANDS}
-    parser_kwargs["description"] = (
-        "mia-bench: train target models and attack them every epoch. Subcommands beyond "
-        "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
-        "`mia-bench compare --help`, `mia-bench sweep --help`, `mia-bench record --help` "
-        "(more layers of a finished group, from its checkpoints)."
-    )
-    MiaCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=MlflowSaveConfig,
-        save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-        parser_kwargs=parser_kwargs,
-        args=argv,
-    )
+    from mia_bench.lightning_cli import run_lightning_cli
+
+    run_lightning_cli(argv, DESCRIPTION)
     return 0

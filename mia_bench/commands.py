@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mia_bench.audit_run import audit_checkpoint, run_audit
-from mia_bench.cli import parse_fit_config
-from mia_bench.compare import compare
-from mia_bench.fleet import Fleet, parse_runs, plan
-from mia_bench.runs import MlflowSettings
+from mia_bench.audit.run import audit_checkpoint, run_audit
+from mia_bench.lightning_cli import parse_fit_config
+from mia_bench.study.compare import compare
+from mia_bench.study.fleet import Fleet, parse_runs, plan
+from mia_bench.store.runs import MlflowSettings
 
 
 def fleet_main(argv: list[str]) -> int:
-    """``mia-bench fleet``: train runs of a group (see :mod:`mia_bench.fleet`)."""
+    """``mia-bench fleet``: train runs of a group (see :mod:`mia_bench.study.fleet`)."""
     parser = argparse.ArgumentParser(
         prog="mia-bench fleet",
         description="Train runs of a group; finished runs are skipped, interrupted ones "
@@ -147,8 +147,8 @@ def compare_main(argv: list[str]) -> int:
 
 def sweep_main(argv: list[str]) -> int:
     """``mia-bench sweep SWEEP.yaml``: fleets, audits and a comparison of many recipes."""
-    from mia_bench.sweep import __doc__ as sweep_doc
-    from mia_bench.sweep import run_sweep
+    from mia_bench.study.sweep import __doc__ as sweep_doc
+    from mia_bench.study.sweep import run_sweep
 
     parser = argparse.ArgumentParser(
         prog="mia-bench sweep",
@@ -161,8 +161,8 @@ def sweep_main(argv: list[str]) -> int:
 
 def record_main(argv: list[str]) -> int:
     """``mia-bench record``: more layers of a finished group, from its checkpoints."""
-    from mia_bench.record_layers import __doc__ as record_doc
-    from mia_bench.record_layers import record_group_layers
+    from mia_bench.study.record import __doc__ as record_doc
+    from mia_bench.study.record import record_group_layers
 
     parser = argparse.ArgumentParser(
         prog="mia-bench record",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mia_bench.cli import main
-from mia_bench.references import client_and_experiment, group_runs
-from mia_bench.runs import MlflowSettings
-from mia_bench.tracking import local_artifact_dir
+from mia_bench.store.references import client_and_experiment, group_runs
+from mia_bench.store.runs import MlflowSettings
+from mia_bench.store.artifacts import local_artifact_dir
 
 TINY = [
     "--data.num_runs=4",
@@ -154,8 +154,8 @@ def test_references_from_another_pool_are_refused(in_group):
 
 @pytest.mark.slow
 def test_checkpoint_audit_recomputes_the_recorded_signals(in_group):
-    from mia_bench.artifacts import load_signals
-    from mia_bench.own_model import config_of_run, signals_of_checkpoint
+    from mia_bench.store.artifacts import load_signals
+    from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
 
     client, exp_id = client_and_experiment(MlflowSettings())
     run0 = group_runs(client, exp_id, "g")[0]
@@ -210,7 +210,7 @@ def test_parallel_fleet_workers_lose_nothing(in_group):
 
 @pytest.mark.slow
 def test_record_adds_layers_from_checkpoints_and_skips_done_runs(in_group):
-    from mia_bench.artifacts import embedding_path, load_signals
+    from mia_bench.store.artifacts import embedding_path, load_signals
 
     runs = group_runs(*client_and_experiment(MlflowSettings()), "g")
     assert not embedding_path(runs[0].artifact_dir, 1, "head").exists()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mia_bench.artifacts import EpochSignals
+from mia_bench.store.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
-from mia_bench.audit import AuditResult, build_inputs, score_attacks, summarize_scores
+from mia_bench.audit.engine import AuditResult, build_inputs, score_attacks, summarize_scores
 from mia_bench.data.splits import keep_matrix
 from mia_bench.metrics import auc
 
@@ -34,7 +34,7 @@ def test_reference_attacks_are_skipped_without_references():
 
 
 def test_layer_sweep_adds_one_entry_per_layer_and_finds_the_leaky_one():
-    from mia_bench.references import References
+    from mia_bench.store.references import References
 
     target, keep, logits, emb = _signals()
     refs = References(logits[1:], keep[1:], {k: v[1:] for k, v in emb.items()}, [], [])
@@ -46,7 +46,7 @@ def test_layer_sweep_adds_one_entry_per_layer_and_finds_the_leaky_one():
 
 def test_population_is_the_targets_nonmembers():
     target, keep, logits, _ = _signals()
-    from mia_bench.references import References
+    from mia_bench.store.references import References
 
     inputs = build_inputs(target, References(logits[1:], keep[1:], {}, [], []), keep[0])
     np.testing.assert_array_equal(inputs.population, ~keep[0])

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from mia_bench.cli import main
-from mia_bench.references import client_and_experiment
-from mia_bench.runs import MlflowSettings
+from mia_bench.store.references import client_and_experiment
+from mia_bench.store.runs import MlflowSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -121,7 +121,7 @@ def test_all_epochs_makes_every_audited_checkpoint_a_point(store, monkeypatch):
 
 
 def test_recipe_table_pools_gmia_precision_over_targets():
-    from mia_bench.compare import markdown, recipe_table
+    from mia_bench.study.compare import markdown, recipe_table
 
     pts = pd.DataFrame(
         {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mia_bench.cli import parse_fit_config
+from mia_bench.lightning_cli import parse_fit_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 

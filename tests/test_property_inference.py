@@ -12,8 +12,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from mia_bench.callbacks import PropertyMonitor
 from mia_bench.cli import main
 from mia_bench.property_inference import infer_property, layer_property_inference, ovr_auc
-from mia_bench.property_report import property_markdown, property_table
-from mia_bench.tracking import local_artifact_dir
+from mia_bench.audit.property_report import property_markdown, property_table
+from mia_bench.store.artifacts import local_artifact_dir
 
 
 def _layers(n: int = 1200, seed: int = 0):

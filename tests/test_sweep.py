@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from mia_bench.cli import main
-from mia_bench.references import client_and_experiment
-from mia_bench.runs import MlflowSettings
+from mia_bench.store.references import client_and_experiment
+from mia_bench.store.runs import MlflowSettings
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from mia_bench.artifacts import EpochSignals
+from mia_bench.store.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
-from mia_bench.audit import (
+from mia_bench.audit.engine import (
     build_inputs,
     layer_depth_curve,
     needs_embeddings,
@@ -21,8 +21,9 @@ from mia_bench.audit import (
 )
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.plots import plot_layer_depth, plot_roc
-from mia_bench.references import GroupRun, References, check_same_pool, group_runs, load_references
-from mia_bench.tracking import log_epoch_metrics, run_artifact_dir
+from mia_bench.store.references import GroupRun, References, check_same_pool, group_runs, load_references
+from mia_bench.store.artifacts import run_artifact_dir
+from mia_bench.tracking import log_epoch_metrics
 
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "correctness")
 

@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-from mia_bench.artifacts import EpochSignals, save_keep, save_signals
+from mia_bench.store.artifacts import EpochSignals, save_keep, save_signals
 from mia_bench.augment import query_views, resolve_views
 from mia_bench.hooks import capture_outputs
-from mia_bench.tracking import run_artifact_dir
+from mia_bench.store.artifacts import run_artifact_dir
 
 
 @torch.inference_mode()

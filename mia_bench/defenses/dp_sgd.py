@@ -31,7 +31,7 @@ class DPSGD(Defense):
     * ``make_private(..., wrap_model=False)`` attaches opacus' per-sample-gradient hooks
       to ``module.net`` without wrapping it, so the net, its layer names (signal
       recording hooks ``embedding``) and the checkpoint keys (``net.*``) are exactly
-      those of an undefended run: ``mia_bench.own_model.load_weights`` loads a DP-SGD
+      those of an undefended run: ``mia_bench.audit.checkpoint.load_weights`` loads a DP-SGD
       checkpoint into a plain :class:`Classifier` of the same config.
     * The ``DPOptimizer`` (clipping, noise, accountant step hook) is what
       ``configure_optimizers`` returns, so Lightning steps it.

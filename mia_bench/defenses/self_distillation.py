@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import MLFlowLogger
 from torch import nn
 
-from mia_bench.artifacts import load_keep
+from mia_bench.store.artifacts import load_keep
 from mia_bench.classifier import Classifier, Defense
-from mia_bench.own_model import load_weights
-from mia_bench.references import GroupRun, client_and_experiment, group_runs
-from mia_bench.runs import MlflowSettings
+from mia_bench.audit.checkpoint import load_weights
+from mia_bench.store.references import GroupRun, client_and_experiment, group_runs
+from mia_bench.store.runs import MlflowSettings
 
 DESIGN_TAGS = ("dataset", "num_examples", "num_runs", "pkeep", "split_seed")
 
@@ -148,10 +148,10 @@ class NoisySelfDistillation(Defense):
     """Train on a teacher's noised, tempered soft labels (noisy self-distillation).
 
     The teacher is the run with the student's ``run_index`` in ``teacher_group``,
-    found in MLflow like :func:`mia_bench.references.group_runs`, so it trained on the
+    found in MLflow like :func:`mia_bench.store.references.group_runs`, so it trained on the
     same members (checked against its tags and ``keep.npy``). Its
     ``<checkpoint_dir>/<run_id>/last.ckpt`` is loaded with
-    :func:`mia_bench.own_model.load_weights` into a copy of the student's ``net``
+    :func:`mia_bench.audit.checkpoint.load_weights` into a copy of the student's ``net``
     (the architectures must match). In ``setup``, once per run, the teacher scores
     every pool example ``n`` (plain view, no augmentation) and the targets are::
 

@@ -8,7 +8,7 @@ import pytest
 from mia_bench import signals
 from mia_bench.attacks import AttackInputs, get_attack
 from mia_bench.attacks.neighbourhood import nearest_neighbours, neighbourhood_attack
-from mia_bench.audit import score_attacks
+from mia_bench.audit.engine import score_attacks
 from mia_bench.metrics import auc
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_bench.property_report import property_markdown, property_table
-from mia_bench.references import client_and_experiment, group_runs
-from mia_bench.runs import MetricHistory, MlflowSettings
+from mia_bench.audit.property_report import property_markdown, property_table
+from mia_bench.store.references import client_and_experiment, group_runs
+from mia_bench.store.runs import MetricHistory, MlflowSettings
 
 HERE = Path(__file__).parent
 GROUPS = {

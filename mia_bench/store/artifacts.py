@@ -17,9 +17,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import unquote, urlparse
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import lightning as L
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d{3,})\.npz$")
 
@@ -119,3 +123,34 @@ def list_epochs(run_dir: Path) -> list[int]:
         return []
     found = (_EPOCH_FILE.match(p.name) for p in folder.iterdir())
     return sorted(int(m.group(1)) for m in found if m)
+
+
+def local_artifact_dir(artifact_uri: str) -> Path:
+    """The local folder behind an MLflow artifact URI.
+
+    Raises:
+        ValueError: for a remote artifact store; mia-bench writes signals in place.
+    """
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path) if parsed.scheme else artifact_uri)
+    raise ValueError(
+        f"the run's artifacts live at {artifact_uri}, which is not a local folder: mia-bench "
+        "writes signals and embeddings into the artifact folder directly. Use a local "
+        "artifact location (--mlflow.artifact_location PATH)."
+    )
+
+
+def run_artifact_dir(trainer: L.Trainer) -> Path:
+    """The folder where this run's artifacts go.
+
+    The MLflow run's artifact folder when an ``MLFlowLogger`` is attached, otherwise
+    ``<default_root_dir>/mia_artifacts``.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger) and logger.run_id:
+            info = logger.experiment.get_run(logger.run_id).info
+            return local_artifact_dir(info.artifact_uri)
+    return Path(trainer.default_root_dir) / "mia_artifacts"

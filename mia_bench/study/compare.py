@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mia_bench.plots import save_figure  # noqa: E402
-from mia_bench.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
+from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
 
 RUN_METRICS = {
     "train_acc": "train/acc",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_bench.attacks import ATTACKS, get_attack
-from mia_bench.audit import (
+from mia_bench.audit.engine import (
     AuditResult,
     audit_group,
     build_inputs,
@@ -17,21 +17,21 @@ from mia_bench.audit import (
     score_attacks,
     summarize_scores,
 )
-from mia_bench.audit_report import (
+from mia_bench.audit.report import (
     epochs_markdown,
     epochs_table,
     log_audit_run,
     write_depth_outputs,
     write_outputs,
 )
-from mia_bench.own_model import config_of_run, load_keep_file, signals_of_checkpoint
-from mia_bench.references import (
+from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
+from mia_bench.store.references import (
     check_same_pool,
     client_and_experiment,
     group_runs,
     load_references,
 )
-from mia_bench.runs import MlflowSettings
+from mia_bench.store.runs import MlflowSettings
 
 
 def run_audit(

@@ -15,7 +15,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mia_bench.artifacts import EpochSignals
+from mia_bench.store.artifacts import EpochSignals
 from mia_bench.callbacks.signal_recorder import compute_signals
 
 
@@ -50,7 +50,7 @@ def signals_of_checkpoint(
     checkpoint: Path, config: Path, layers: tuple[str, ...] = ("embedding",)
 ) -> tuple[EpochSignals, object]:
     """Signals of the checkpoint's model on its pool, and the instantiated data module."""
-    from mia_bench.cli import instantiate_from_config
+    from mia_bench.lightning_cli import instantiate_from_config
 
     model, data = instantiate_from_config(fit_only(config))
     epoch = load_weights(model, checkpoint)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mia_bench.artifacts import _save_npy, embedding_path, load_signals
-from mia_bench.own_model import config_of_run, signals_of_checkpoint
-from mia_bench.references import GroupRun, client_and_experiment, group_runs
-from mia_bench.runs import MlflowSettings
+from mia_bench.store.artifacts import _save_npy, embedding_path, load_signals
+from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
+from mia_bench.store.references import GroupRun, client_and_experiment, group_runs
+from mia_bench.store.runs import MlflowSettings
 
 TOLERANCE = 1e-3  # logits recomputed on CPU vs recorded (possibly on GPU)
 

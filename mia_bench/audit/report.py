@@ -13,9 +13,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from mia_bench.audit import AuditResult, layer_attack_name
+from mia_bench.audit.engine import AuditResult, layer_attack_name
 from mia_bench.plots import plot_layer_depth, plot_roc
-from mia_bench.runs import MetricHistory
+from mia_bench.store.runs import MetricHistory
 
 
 def attack_names(result: AuditResult) -> list[str]:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia_bench.references import group_runs
-from mia_bench.runs import MlflowSettings, experiment_id, resolve_tracking_uri
+from mia_bench.store.references import group_runs
+from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 
 
 def parse_runs(spec: str) -> list[int]:

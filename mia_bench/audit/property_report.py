@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mia_bench.audit_report import layer_epoch_markdown
-from mia_bench.references import GroupRun
-from mia_bench.runs import MetricHistory
+from mia_bench.audit.report import layer_epoch_markdown
+from mia_bench.store.references import GroupRun
+from mia_bench.store.runs import MetricHistory
 
 
 def property_table(
