@@ -8,9 +8,9 @@ from pathlib import Path
 
 from mia_bench.audit.run import audit_checkpoint, run_audit
 from mia_bench.lightning_cli import parse_fit_config
+from mia_bench.store.runs import MlflowSettings
 from mia_bench.study.compare import compare
 from mia_bench.study.fleet import Fleet, parse_runs, plan
-from mia_bench.store.runs import MlflowSettings
 
 
 def fleet_main(argv: list[str]) -> int:

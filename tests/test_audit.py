@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mia_bench.cli import main
+from mia_bench.store.artifacts import local_artifact_dir
 from mia_bench.store.references import client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
-from mia_bench.store.artifacts import local_artifact_dir
 
 TINY = [
     "--data.num_runs=4",
@@ -154,8 +154,8 @@ def test_references_from_another_pool_are_refused(in_group):
 
 @pytest.mark.slow
 def test_checkpoint_audit_recomputes_the_recorded_signals(in_group):
-    from mia_bench.store.artifacts import load_signals
     from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
+    from mia_bench.store.artifacts import load_signals
 
     client, exp_id = client_and_experiment(MlflowSettings())
     run0 = group_runs(client, exp_id, "g")[0]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mia_bench.store.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
 from mia_bench.audit.engine import AuditResult, build_inputs, score_attacks, summarize_scores
 from mia_bench.data.splits import keep_matrix
 from mia_bench.metrics import auc
+from mia_bench.store.artifacts import EpochSignals
 
 
 def _signals(n=300, r=9, seed=0):

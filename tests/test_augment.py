@@ -21,10 +21,10 @@ from mia_bench.augment import (
     train_augmentation,
 )
 from mia_bench.callbacks.signal_recorder import compute_signals
-from mia_bench.lightning_cli import parse_fit_config
 from mia_bench.data import CIFAR10, CIFAR100, CIFAR10Partial
 from mia_bench.data.cifar import ImageMembershipDataModule
 from mia_bench.data.membership import Pool
+from mia_bench.lightning_cli import parse_fit_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "lightning_configs"

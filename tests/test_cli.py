@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mia_bench.store.artifacts import list_epochs, load_keep, load_signals
 from mia_bench.cli import main
-from mia_bench.store.artifacts import local_artifact_dir
+from mia_bench.store.artifacts import list_epochs, load_keep, load_signals, local_artifact_dir
 
 TINY = [
     "--model.net.init_args.hidden=[32]",

@@ -20,10 +20,9 @@ from opacus.accountants import RDPAccountant
 from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, TensorDataset
 
-from mia_bench.store.artifacts import list_epochs, load_signals
+from mia_bench.audit.checkpoint import load_weights
 from mia_bench.classifier import Classifier
 from mia_bench.cli import main
-from mia_bench.lightning_cli import parse_fit_config
 from mia_bench.data import Digits
 from mia_bench.defenses import DPSGD, NoisySelfDistillation, RelaxLoss
 from mia_bench.defenses.relaxloss import flattened_targets
@@ -33,10 +32,10 @@ from mia_bench.defenses.self_distillation import (
     pool_logits,
     teacher_checkpoint,
 )
+from mia_bench.lightning_cli import parse_fit_config
 from mia_bench.nets import MLP, ResNet18
-from mia_bench.audit.checkpoint import load_weights
+from mia_bench.store.artifacts import list_epochs, load_signals, local_artifact_dir
 from mia_bench.store.references import GroupRun
-from mia_bench.store.artifacts import local_artifact_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "lightning_configs"

@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from mia_bench.audit.property_report import property_markdown, property_table
 from mia_bench.callbacks import PropertyMonitor
 from mia_bench.cli import main
 from mia_bench.property_inference import infer_property, layer_property_inference, ovr_auc
-from mia_bench.audit.property_report import property_markdown, property_table
 from mia_bench.store.artifacts import local_artifact_dir
 
 

@@ -16,10 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from mia_bench.store.artifacts import list_epochs, load_signals
 from mia_bench.cli import main
 from mia_bench.data.celeba import CELEBA_ATTRIBUTES
-from mia_bench.store.artifacts import local_artifact_dir
+from mia_bench.store.artifacts import list_epochs, load_signals, local_artifact_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 QUIET = ["--trainer.enable_progress_bar=false", "--signals.progress=false"]

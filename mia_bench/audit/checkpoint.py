@@ -15,8 +15,8 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mia_bench.store.artifacts import EpochSignals
 from mia_bench.callbacks.signal_recorder import compute_signals
+from mia_bench.store.artifacts import EpochSignals
 
 
 def config_of_run(client: MlflowClient, checkpoint: Path) -> tuple[Path, Path] | None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
 from mia_bench.attacks.gmia import (
@@ -25,6 +24,7 @@ from mia_bench.attacks.gmia import (
 )
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.metrics import summarize
+from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.store.references import GroupRun, References, load_references
 
 GMIA_ALPHA = 0.01  # significance level of GMIA's direct test

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_bench.attacks import ATTACKS, get_attack
+from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
 from mia_bench.audit.engine import (
     AuditResult,
     audit_group,
@@ -24,7 +25,6 @@ from mia_bench.audit.report import (
     write_depth_outputs,
     write_outputs,
 )
-from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
 from mia_bench.store.references import (
     check_same_pool,
     client_and_experiment,

@@ -10,7 +10,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from mia_bench.store.artifacts import EpochSignals
 from mia_bench.attacks import get_attack
 from mia_bench.audit.engine import (
     build_inputs,
@@ -21,8 +20,14 @@ from mia_bench.audit.engine import (
 )
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.plots import plot_layer_depth, plot_roc
-from mia_bench.store.references import GroupRun, References, check_same_pool, group_runs, load_references
-from mia_bench.store.artifacts import run_artifact_dir
+from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
+from mia_bench.store.references import (
+    GroupRun,
+    References,
+    check_same_pool,
+    group_runs,
+    load_references,
+)
 from mia_bench.tracking import log_epoch_metrics
 
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "correctness")

@@ -9,11 +9,10 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from mia_bench.store.artifacts import EpochSignals
 from mia_bench.callbacks.attack_monitor import find_recorder
 from mia_bench.plots import plot_layer_depth
 from mia_bench.property_inference import MAX_AUX, MAX_DIM, layer_property_inference
-from mia_bench.store.artifacts import run_artifact_dir
+from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
 from mia_bench.tracking import log_epoch_metrics
 
 

@@ -12,10 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
-from mia_bench.store.artifacts import EpochSignals, save_keep, save_signals
 from mia_bench.augment import query_views, resolve_views
 from mia_bench.hooks import capture_outputs
-from mia_bench.store.artifacts import run_artifact_dir
+from mia_bench.store.artifacts import EpochSignals, run_artifact_dir, save_keep, save_signals
 
 
 @torch.inference_mode()

@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from mia_bench.store.artifacts import EpochSignals, list_epochs, load_keep, load_signals
+from mia_bench.store.artifacts import (
+    EpochSignals,
+    list_epochs,
+    load_keep,
+    load_signals,
+    local_artifact_dir,
+)
 from mia_bench.store.runs import MlflowSettings, resolve_tracking_uri
-from mia_bench.store.artifacts import local_artifact_dir
 
 POOL_TAGS = ("mia.dataset", "mia.num_examples", "mia.split_seed")
 
