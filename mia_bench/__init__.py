@@ -2,8 +2,8 @@
 
 Importing the package sets quiet, offline defaults for the libraries it drives (each only
 when the user has not set it): no MLflow telemetry, no albumentations version check, no
-MLflow artifact progress bars, and MLflow HTTP retries short enough that an unreachable
-tracking server is reported in seconds rather than minutes.
+MLflow artifact progress bars. (An unreachable tracking server is reported in seconds by
+:func:`mia_bench.store.database.open_store`, not by MLflow's minutes of retries.)
 """
 
 import os as _os
@@ -13,8 +13,6 @@ _DEFAULTS = {
     "DO_NOT_TRACK": "true",  # the cross-tool opt-out MLflow also honours
     "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations checks PyPI at import
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 for _key, _value in _DEFAULTS.items():
     _os.environ.setdefault(_key, _value)
