@@ -15,7 +15,6 @@ from typing import Any
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 from lightning.pytorch import seed_everything  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
@@ -23,7 +22,20 @@ from mlflow.entities import Param  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
-from mia_bench.store.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
+from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
+from mia_bench.store.checkpoints import (  # noqa: E402
+    EpochCheckpoint,
+    checkpoint_epoch,
+    discard_after,
+    resume_checkpoint,
+)
+from mia_bench.store.runs import (  # noqa: E402
+    MlflowSettings,
+    config_fingerprint,
+    open_run,
+    resolve_tracking_uri,
+)
+from mia_bench.tracking import BufferedMLFlowLogger  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test")
@@ -58,18 +70,6 @@ def log_new_params(client: Any, run_id: str, params: dict[str, str]) -> None:
     fresh = [Param(k, v) for k, v in params.items() if k not in existing]
     for start in range(0, len(fresh), 100):  # MLflow takes 100 params per batch
         client.log_batch(run_id, params=fresh[start : start + 100])
-
-
-def epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
-    """Keeps a checkpoint of every epoch plus ``last.ckpt`` (for ``--ckpt_path last``)."""
-    return ModelCheckpoint(
-        dirpath=dirpath,
-        filename="epoch_{epoch:03d}",
-        auto_insert_metric_name=False,
-        save_top_k=-1,
-        every_n_epochs=1,
-        save_last=True,
-    )
 
 
 class MiaCLI(LightningCLI):
@@ -119,23 +119,43 @@ class MiaCLI(LightningCLI):
         files = [Path(str(f)).stem for f in (config.get("config") or []) if f is not None]
         return "+".join(files) if files else "default"
 
+    def config_fingerprint(self) -> str:
+        """The recipe's fingerprint (tag ``mia.fingerprint``), see ``config_fingerprint``."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        return config_fingerprint(config.clone().as_dict())
+
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()
         settings: MlflowSettings = init["mlflow"]
-        ckpt_path = init.get("ckpt_path")
+        resume = init.get("ckpt_path") == "last"
         info = self.datamodule.membership_info()
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
-        run_id = open_run(settings, self.group_name(), info, resume=ckpt_path == "last")
-        kwargs["logger"] = MLFlowLogger(
+        info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
+        run_id = open_run(settings, self.group_name(), info, resume=resume)
+        kwargs["logger"] = BufferedMLFlowLogger(
             experiment_name=settings.experiment_name,
             tracking_uri=resolve_tracking_uri(settings.tracking_uri),
             run_id=run_id,
             log_model=False,
         )
+        checkpoints = Path(settings.checkpoint_dir) / run_id
+        if resume:
+            init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints)
         callbacks = list(init["trainer"].get("callbacks") or [])
-        kwargs["callbacks"] = callbacks + [epoch_checkpoint(Path(settings.checkpoint_dir) / run_id)]
+        kwargs["callbacks"] = callbacks + [EpochCheckpoint(checkpoints)]
         return super().instantiate_trainer(**kwargs)
+
+    def _resume_from(self, logger: BufferedMLFlowLogger, checkpoints: Path) -> str | None:
+        """The newest complete epoch's checkpoint; what a killed attempt left beyond goes.
+
+        None (train from the start, in the same MLflow run) when no epoch completed.
+        """
+        path = resume_checkpoint(checkpoints)
+        epoch = None if path is None else checkpoint_epoch(path)
+        run_dir = local_artifact_dir(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+        discard_after(run_dir, checkpoints, epoch)
+        return None if path is None else str(path)
 
 
 class _ParseOnlyCLI(MiaCLI):

@@ -10,7 +10,7 @@ import pytest
 
 from mia_bench.cli import main
 from mia_bench.store.artifacts import local_artifact_dir
-from mia_bench.store.references import client_and_experiment, group_runs
+from mia_bench.store.groups import client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 
 TINY = [

@@ -21,8 +21,8 @@ TINY = [
 ]
 
 
-def _fit(*extra: str) -> None:
-    main(["fit", *TINY, *extra])
+def _fit(*extra: str) -> int:
+    return main(["fit", *TINY, *extra])
 
 
 def _runs(tmp: Path):
@@ -74,22 +74,25 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_run(in_tmp):
-    _fit("--trainer.max_epochs=2", "--group=resume", "--signals.every_n_epochs=2")
-    _fit("--trainer.max_epochs=3", "--group=resume", "--ckpt_path=last")
+def test_a_finished_run_is_not_extended_under_another_recipe(in_tmp, capsys):
+    """Resuming continues an interrupted run (tests/store/test_kill_resume.py); a finished
+    run asked for more epochs is another recipe (another fingerprint): refused in one line."""
+    assert _fit("--trainer.max_epochs=2", "--group=resume", "--signals.every_n_epochs=2") == 0
+    assert _fit("--trainer.max_epochs=3", "--group=resume", "--ckpt_path=last") == 2
+    assert "nothing to resume" in capsys.readouterr().err
     client, runs = _runs(in_tmp)
-    assert len(runs) == 1, "resuming must continue the run, not start another"
-    run_id = runs[0].info.run_id
-    assert _steps(client, run_id, "train/acc") == [0, 1, 2]
-    # every_n_epochs=2 records epoch 1, and always the last epoch (2)
-    assert list_epochs(local_artifact_dir(runs[0].info.artifact_uri)) == [1, 2]
-    assert runs[0].info.status == "FINISHED"
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert _steps(client, runs[0].info.run_id, "train/acc") == [0, 1]
+    # every_n_epochs=2 records epoch 1, and always the last epoch (1 too)
+    assert list_epochs(local_artifact_dir(runs[0].info.artifact_uri)) == [1]
+    assert runs[0].data.tags["mia.recorded_epochs"] == "1"
 
 
 @pytest.mark.slow
-def test_resume_without_earlier_run_is_a_clear_error(in_tmp):
-    with pytest.raises(FileNotFoundError, match="nothing to resume.*group 'ghost'"):
-        _fit("--trainer.max_epochs=1", "--group=ghost", "--ckpt_path=last")
+def test_resume_without_earlier_run_is_a_clear_error(in_tmp, capsys):
+    assert _fit("--trainer.max_epochs=1", "--group=ghost", "--ckpt_path=last") == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "group 'ghost'" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

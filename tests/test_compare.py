@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mia_bench.cli import main
-from mia_bench.store.references import client_and_experiment
+from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ from mia_bench.defenses.self_distillation import (
 from mia_bench.lightning_cli import parse_fit_config
 from mia_bench.nets import MLP, ResNet18
 from mia_bench.store.artifacts import list_epochs, load_signals, local_artifact_dir
-from mia_bench.store.references import GroupRun
+from mia_bench.store.groups import GroupRun
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "lightning_configs"

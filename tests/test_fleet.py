@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mia_bench.store.artifacts import list_epochs, load_keep, load_signals
-from mia_bench.store.references import client_and_experiment, group_runs
+from mia_bench.store.groups import client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 from mia_bench.study.fleet import parse_runs
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mia_bench.cli import main
-from mia_bench.store.references import client_and_experiment
+from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings
 
 

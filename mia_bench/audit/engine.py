@@ -25,7 +25,8 @@ from mia_bench.attacks.gmia import (
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.metrics import summarize
 from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
-from mia_bench.store.references import GroupRun, References, load_references
+from mia_bench.store.groups import GroupRun
+from mia_bench.store.references import References, load_references
 
 GMIA_ALPHA = 0.01  # significance level of GMIA's direct test
 GMIA_TOP_K = 50  # vulnerable records GMIA attacks per target

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mia_bench.audit.report import layer_epoch_markdown
-from mia_bench.store.references import GroupRun
+from mia_bench.store.groups import GroupRun
 from mia_bench.store.runs import MetricHistory
 
 

@@ -25,12 +25,8 @@ from mia_bench.audit.report import (
     write_depth_outputs,
     write_outputs,
 )
-from mia_bench.store.references import (
-    check_same_pool,
-    client_and_experiment,
-    group_runs,
-    load_references,
-)
+from mia_bench.store.groups import client_and_experiment, group_runs
+from mia_bench.store.references import check_same_pool, load_references
 from mia_bench.store.runs import MlflowSettings
 
 

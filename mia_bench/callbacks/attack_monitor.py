@@ -21,13 +21,8 @@ from mia_bench.audit.engine import (
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
-from mia_bench.store.references import (
-    GroupRun,
-    References,
-    check_same_pool,
-    group_runs,
-    load_references,
-)
+from mia_bench.store.groups import GroupRun, group_runs
+from mia_bench.store.references import References, check_same_pool, load_references
 from mia_bench.tracking import log_epoch_metrics
 
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "correctness")

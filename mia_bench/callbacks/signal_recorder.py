@@ -164,9 +164,25 @@ class SignalRecorder(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record_final(trainer, pl_module)
+        tag_recorded_epochs(trainer, self.recorded_epochs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorded_epochs": list(self.recorded_epochs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.recorded_epochs = list(state_dict.get("recorded_epochs", []))
+
+
+def tag_recorded_epochs(trainer: L.Trainer, epochs: Sequence[int]) -> None:
+    """Tag the MLflow run with the epochs it recorded (``mia.recorded_epochs``).
+
+    The group membership rule (:mod:`mia_bench.store.groups`) checks a finished run
+    against this tag, so a run whose signals went missing is reported, not used.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    value = ",".join(str(e) for e in sorted(set(epochs)))
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger) and logger.run_id:
+            logger.experiment.set_tag(logger.run_id, "mia.recorded_epochs", value)
+

@@ -24,7 +24,7 @@ from torch import nn
 from mia_bench.audit.checkpoint import load_weights
 from mia_bench.classifier import Classifier, Defense
 from mia_bench.store.artifacts import load_keep
-from mia_bench.store.references import GroupRun, client_and_experiment, group_runs
+from mia_bench.store.groups import GroupRun, client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 
 DESIGN_TAGS = ("dataset", "num_examples", "num_runs", "pkeep", "split_seed")

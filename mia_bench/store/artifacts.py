@@ -60,6 +60,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
+def remove_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` leaves when its process is killed.
+
+    Call it only while holding the run's lease (no other process writes the folder).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def _save_npy(path: Path, array: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 

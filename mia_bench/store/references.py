@@ -1,4 +1,4 @@
-"""Find a group's runs in MLflow and load their signals as references.
+"""Load the signals of a group's runs (see :mod:`mia_bench.store.groups`) as references.
 
 A reference is another run of a group (or of another group: "the attacker did not
 know the recipe") whose keep row and signals of the same epoch are known to the
@@ -10,79 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from mlflow.tracking import MlflowClient
 
-from mia_bench.store.artifacts import (
-    EpochSignals,
-    list_epochs,
-    load_keep,
-    load_signals,
-    local_artifact_dir,
-)
-from mia_bench.store.runs import MlflowSettings, resolve_tracking_uri
+from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
+from mia_bench.store.groups import GroupRun
 
 POOL_TAGS = ("mia.dataset", "mia.num_examples", "mia.split_seed")
-
-
-@dataclass(frozen=True)
-class GroupRun:
-    """One run of a group as MLflow knows it."""
-
-    run_id: str
-    group: str
-    run_index: int
-    status: str
-    artifact_dir: Path
-    tags: dict[str, str]
-
-    def epochs(self) -> list[int]:
-        """Epochs with complete signals."""
-        return list_epochs(self.artifact_dir)
-
-    def resolve_epoch(self, epoch: int | str) -> int | None:
-        """``epoch`` itself if recorded, the last recorded one for ``"last"``, else None."""
-        have = self.epochs()
-        if epoch == "last":
-            return have[-1] if have else None
-        return int(epoch) if int(epoch) in have else None
-
-
-def client_and_experiment(settings: MlflowSettings) -> tuple[MlflowClient, str | None]:
-    """MLflow client of the settings' store and the experiment id (None if absent)."""
-    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    return client, experiment.experiment_id if experiment else None
-
-
-def group_runs(client: MlflowClient, exp_id: str | None, group: str) -> list[GroupRun]:
-    """The group's runs, one per run index (a FINISHED run wins, then the latest)."""
-    if exp_id is None:
-        return []
-    found = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`mia.group` = '{group}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50_000,
-    )
-    best: dict[int, GroupRun] = {}
-    for r in found:
-        if "mia.run_index" not in r.data.tags:
-            continue
-        run = GroupRun(
-            run_id=r.info.run_id,
-            group=group,
-            run_index=int(r.data.tags["mia.run_index"]),
-            status=r.info.status,
-            artifact_dir=local_artifact_dir(r.info.artifact_uri),
-            tags=dict(r.data.tags),
-        )
-        held = best.get(run.run_index)
-        if held is None or (held.status != "FINISHED" and run.status == "FINISHED"):
-            best[run.run_index] = run
-    return [best[i] for i in sorted(best)]
 
 
 def check_same_pool(target_tags: dict[str, str], refs: Sequence[GroupRun]) -> None:

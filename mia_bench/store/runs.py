@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+
+from mia_bench.errors import UserError
 
 
 @dataclass
@@ -87,13 +92,77 @@ def design_tags(group: str, info: dict[str, Any]) -> dict[str, str]:
     return {"mia.group": group, **{f"mia.{k}": str(v) for k, v in info.items()}}
 
 
-def find_run(client: MlflowClient, exp_id: str, group: str, run_index: int) -> str | None:
-    """Most recent run of ``group`` with this ``run_index``, or None."""
+# Settings that change where or how visibly a run is trained, not what it learns.
+FINGERPRINT_IGNORES = (
+    "data.init_args.run_index",
+    "data.init_args.root",
+    "data.init_args.download",
+    "data.init_args.num_workers",
+    "ckpt_path",
+    "config",
+    "group",
+    "mlflow",
+    "attacks",
+    "properties",
+    "signals.init_args.progress",
+    "signals.progress",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.accelerator",
+    "trainer.devices",
+)
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """A hash of the resolved config of a run, the same for every run of one recipe.
+
+    Keys in ``FINGERPRINT_IGNORES`` (the run index, data location, tracking settings,
+    the attacks run while training, progress display, device) are left out.
+
+    >>> a = {"data": {"init_args": {"run_index": 0, "pkeep": 0.5}}, "seed_everything": 1}
+    >>> b = {"data": {"init_args": {"run_index": 7, "pkeep": 0.5}}, "seed_everything": 1}
+    >>> config_fingerprint(a) == config_fingerprint(b)
+    True
+    >>> config_fingerprint(a) == config_fingerprint({**a, "seed_everything": 2})
+    False
+    """
+    kept = _drop(config, "")
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop(value: Any, prefix: str) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    out = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if name not in FINGERPRINT_IGNORES:
+            out[key] = _drop(item, f"{name}.")
+    return out
+
+
+def find_run(
+    client: MlflowClient, exp_id: str, group: str, run_index: int, fingerprint: str | None
+) -> str | None:
+    """The latest unfinished ``fit`` run of this group, index and fingerprint, or None.
+
+    Runs of other commands (``test``, ``validate``) and other recipes are never resumed,
+    and neither is a FINISHED run.
+    """
     query = f"tags.`mia.group` = '{group}' and tags.`mia.run_index` = '{run_index}'"
     runs = client.search_runs(
-        [exp_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+        [exp_id], filter_string=query, order_by=["attributes.start_time DESC"]
     )
-    return runs[0].info.run_id if runs else None
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("mia.command", "fit") != "fit" or run.info.status == "FINISHED":
+            continue
+        if tags.get("mia.fingerprint") == fingerprint:
+            return run.info.run_id
+    return None
 
 
 def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume: bool) -> str:
@@ -112,12 +181,13 @@ def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume:
     exp_id = experiment_id(client, settings)
     run_index = info["run_index"]
     if resume:
-        run_id = find_run(client, exp_id, group, run_index)
+        run_id = find_run(client, exp_id, group, run_index, info.get("fingerprint"))
         if run_id is None:
-            raise FileNotFoundError(
+            raise UserError(
                 f"nothing to resume: experiment {settings.experiment_name!r} in "
-                f"{settings.tracking_uri} has no run of group {group!r} with run_index "
-                f"{run_index}. Drop --ckpt_path to start it, or pass the right --group."
+                f"{settings.tracking_uri} has no unfinished fit run of group {group!r} with "
+                f"run_index {run_index} and this recipe. Drop --ckpt_path to start it, or "
+                "pass the right --group."
             )
         client.update_run(run_id, status="RUNNING")
         return run_id

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia_bench.store.references import group_runs
+from mia_bench.store.groups import group_runs
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 
 

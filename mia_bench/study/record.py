@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
 from mia_bench.store.artifacts import _save_npy, embedding_path, load_signals
-from mia_bench.store.references import GroupRun, client_and_experiment, group_runs
+from mia_bench.store.groups import GroupRun, client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 
 TOLERANCE = 1e-3  # logits recomputed on CPU vs recorded (possibly on GPU)

@@ -31,7 +31,7 @@ import yaml
 
 from mia_bench.audit.run import run_audit
 from mia_bench.lightning_cli import parse_fit_config
-from mia_bench.store.references import client_and_experiment
+from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings
 from mia_bench.study.compare import compare
 from mia_bench.study.fleet import Fleet, parse_runs, plan

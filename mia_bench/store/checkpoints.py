@@ -1,0 +1,177 @@
+"""Checkpoints of a run: one per epoch, written atomically, and the one to resume from.
+
+A run's checkpoints live in ``<checkpoint_dir>/<run_id>/``:
+
+    epoch_XXX.ckpt    the model after epoch XXX (0-based), written once the epoch's
+                      signals, attacks and metrics are done
+    last.ckpt         a hard link to (or copy of) the newest epoch checkpoint
+
+Every file is written to a temporary name in its own folder, flushed to disk and renamed
+into place, so a run killed at any moment (or a full disk) never leaves a file that
+reads as whole. An epoch is *complete* when its checkpoint exists; a resumed run
+continues from the newest complete epoch and first removes what a killed attempt left
+beyond it (temporary files, signals and embeddings of later epochs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Checkpoint
+
+from mia_bench.store.artifacts import atomic_write, list_epochs, remove_temporary_files
+
+_EPOCH_CKPT = re.compile(r"^epoch_(\d{3,})\.ckpt$")
+
+
+def epoch_checkpoint_path(dirpath: Path, epoch: int) -> Path:
+    """Where the checkpoint of ``epoch`` lives.
+
+    >>> epoch_checkpoint_path(Path("ck"), 7).name
+    'epoch_007.ckpt'
+    """
+    return Path(dirpath) / f"epoch_{epoch:03d}.ckpt"
+
+
+def is_whole(path: Path) -> bool:
+    """Whether a checkpoint file opens as a whole zip archive (``torch.save``'s format).
+
+    A truncated file lacks the archive's central directory at its end, so this is a
+    cheap check that reads no tensor.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def complete_epochs(dirpath: Path) -> list[int]:
+    """Epochs whose checkpoint is present and whole, ascending."""
+    folder = Path(dirpath)
+    if not folder.is_dir():
+        return []
+    found = (_EPOCH_CKPT.match(p.name) for p in folder.iterdir())
+    epochs = sorted(int(m.group(1)) for m in found if m)
+    return [e for e in epochs if is_whole(epoch_checkpoint_path(folder, e))]
+
+
+def resume_checkpoint(dirpath: Path) -> Path | None:
+    """The checkpoint to resume from: the newest whole epoch checkpoint, or None."""
+    epochs = complete_epochs(dirpath)
+    return epoch_checkpoint_path(dirpath, epochs[-1]) if epochs else None
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch of an ``epoch_XXX.ckpt`` file, from its name."""
+    match = _EPOCH_CKPT.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not an epoch checkpoint (epoch_XXX.ckpt)")
+    return int(match.group(1))
+
+
+def discard_after(run_dir: Path, checkpoint_dir: Path, epoch: int | None) -> list[Path]:
+    """Remove what a killed attempt wrote beyond the last complete ``epoch``.
+
+    Temporary files of both folders, checkpoints, signals and embeddings of later epochs
+    (``epoch=None``: of every epoch) go; returns the removed paths. Only the run's
+    lease holder calls this, so no other process is writing these folders.
+    """
+    last = -1 if epoch is None else epoch
+    removed = remove_temporary_files(run_dir) + remove_temporary_files(checkpoint_dir)
+    for later in (e for e in list_epochs(run_dir) if e > last):
+        removed += _remove(Path(run_dir) / "signals" / f"epoch_{later:03d}.npz")
+    for folder in sorted((Path(run_dir) / "embeddings").glob("epoch_*")):
+        if folder.name[6:].isdigit() and int(folder.name[6:]) > last:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    folder = Path(checkpoint_dir)
+    for path in folder.glob("epoch_*.ckpt") if folder.is_dir() else []:
+        match = _EPOCH_CKPT.match(path.name)
+        if match and int(match.group(1)) > last:
+            removed += _remove(path)
+    return removed
+
+
+def _remove(path: Path) -> list[Path]:
+    path.unlink(missing_ok=True)
+    return [path]
+
+
+def link_last(dirpath: Path, source: Path) -> Path:
+    """Point ``last.ckpt`` at ``source`` atomically (a hard link; a copy where links fail)."""
+    last = Path(dirpath) / "last.ckpt"
+    tmp = last.with_name(f".{last.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, last)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        atomic_write(last, lambda f: f.write(Path(source).read_bytes()))
+    return last
+
+
+class EpochCheckpoint(Checkpoint):
+    """Saves ``epoch_XXX.ckpt`` atomically at the very end of every training epoch.
+
+    As a ``Checkpoint`` it runs after every other callback and the LightningModule's
+    ``on_train_epoch_end``, so the checkpoint of epoch E is written only once E's
+    signals are recorded and its metrics computed: a present checkpoint means a complete
+    epoch. Once it is in place, the metrics the run's :class:`BufferedMLFlowLogger`
+    held back for steps <= E are sent to MLflow (they travel inside the checkpoint too,
+    so a kill between the two loses none: a resumed run sends whichever are missing).
+
+    Args:
+        dirpath: the run's checkpoint folder.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved: list[Path] = []
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        path = epoch_checkpoint_path(self.dirpath, epoch)
+        save_atomically(trainer, path)
+        link_last(self.dirpath, path)
+        self.saved.append(path)
+        for logger in trainer.loggers:
+            if hasattr(logger, "commit"):
+                logger.commit(epoch)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger, "pending_metrics"):
+                checkpoint["mia_pending_metrics"] = logger.pending_metrics()
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
+        pending = checkpoint.get("mia_pending_metrics") or []
+        for logger in trainer.loggers:
+            if hasattr(logger, "send_missing"):
+                logger.send_missing(pending)
+
+
+def save_atomically(trainer: Any, path: Path) -> Path:
+    """``trainer.save_checkpoint`` to a temporary file beside ``path``, then rename it.
+
+    The temporary file is flushed to disk before the rename and removed when the save
+    fails (a full disk), so ``path`` is either the old file, absent, or whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        trainer.save_checkpoint(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,205 @@
+"""Which runs make up a group: the membership rule, decided here and nowhere else.
+
+A run counts for its group (for audits, references, teachers, re-recording) only when
+
+* it is a ``fit`` run (``validate``/``test`` runs carry ``mia.command`` and never take a
+  group slot) with a run index inside ``[0, num_runs)``;
+* its config fingerprint (``mia.fingerprint``: the resolved config minus ``run_index``
+  and settings that do not change what is trained) is the group's, i.e. that of the
+  group's first fit run;
+* it is FINISHED, has its keep row, and has the signals of every epoch it recorded
+  (``mia.recorded_epochs``, set at the end of fit);
+* no earlier run of the same index already passed (a later one is a duplicate).
+
+Every other run is reported with its index, run id and the reason, never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from mia_bench.errors import IncompleteGroupError
+from mia_bench.store.artifacts import list_epochs, local_artifact_dir
+from mia_bench.store.runs import MlflowSettings, resolve_tracking_uri
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """One run of a group as MLflow knows it."""
+
+    run_id: str
+    group: str
+    run_index: int
+    status: str
+    artifact_dir: Path
+    tags: dict[str, str]
+
+    def epochs(self) -> list[int]:
+        """Epochs with complete signals."""
+        return list_epochs(self.artifact_dir)
+
+    def resolve_epoch(self, epoch: int | str) -> int | None:
+        """``epoch`` itself if recorded, the last recorded one for ``"last"``, else None."""
+        have = self.epochs()
+        if epoch == "last":
+            return have[-1] if have else None
+        return int(epoch) if int(epoch) in have else None
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A run of the group that the rule leaves out, and why."""
+
+    run_index: int | None
+    run_id: str
+    reason: str
+
+    def line(self) -> str:
+        """One line for a report."""
+        return f"run {self.run_index} ({self.run_id}): {self.reason}"
+
+
+@dataclass
+class GroupMembers:
+    """A group's runs after the membership rule.
+
+    Attributes:
+        group: the group's name.
+        members: runs that count, one per run index, ascending.
+        excluded: runs left out, with reasons.
+        slots: every fit run of the group by run index, newest first (a fleet resumes
+            from these).
+        num_runs: the group's size (tag ``mia.num_runs``), None for an empty group.
+        fingerprint: the group's config fingerprint (that of its first fit run).
+    """
+
+    group: str
+    members: list[GroupRun] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    slots: dict[int, list[GroupRun]] = field(default_factory=dict)
+    num_runs: int | None = None
+    fingerprint: str | None = None
+
+    def missing(self) -> list[int]:
+        """Run indices in ``[0, num_runs)`` with no member."""
+        have = {r.run_index for r in self.members}
+        return [i for i in range(self.num_runs or 0) if i not in have]
+
+    def report(self) -> str:
+        """Which runs were left out and why, one per line ('' when none were)."""
+        return "\n".join(e.line() for e in self.excluded)
+
+    def require(self, indices: list[int] | None = None, allow_partial: bool = False) -> None:
+        """Refuse an incomplete group (runs missing or left out) unless ``allow_partial``.
+
+        Args:
+            indices: the run indices that must be members (default: all of the group's).
+            allow_partial: accept what remains instead.
+
+        Raises:
+            IncompleteGroupError: naming the missing indices, the reasons and the fix.
+        """
+        wanted = self.missing() if indices is None else [i for i in indices if i in self.missing()]
+        if not wanted or allow_partial:
+            return
+        why = {e.run_index: e.reason for e in self.excluded if e.run_index in wanted}
+        detail = "; ".join(f"run {i}: {why.get(i, 'not trained')}" for i in wanted[:5])
+        more = f" (and {len(wanted) - 5} more)" if len(wanted) > 5 else ""
+        raise IncompleteGroupError(
+            f"group {self.group!r} lacks {len(wanted)} of its {self.num_runs} runs: "
+            f"{detail}{more}. Finish them (mia-bench fleet ... --group {self.group}) or "
+            "pass --allow-partial to use the runs that remain."
+        )
+
+
+def client_and_experiment(settings: MlflowSettings) -> tuple[MlflowClient, str | None]:
+    """MLflow client of the settings' store and the experiment id (None if absent)."""
+    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    return client, experiment.experiment_id if experiment else None
+
+
+def _group_run(found, group: str) -> GroupRun:
+    return GroupRun(
+        run_id=found.info.run_id,
+        group=group,
+        run_index=int(found.data.tags["mia.run_index"]),
+        status=found.info.status,
+        artifact_dir=local_artifact_dir(found.info.artifact_uri),
+        tags=dict(found.data.tags),
+    )
+
+
+def scan_group(client: MlflowClient, exp_id: str | None, group: str) -> GroupMembers:
+    """Apply the membership rule (module docstring) to every run tagged ``group``."""
+    result = GroupMembers(group)
+    if exp_id is None:
+        return result
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`mia.group` = '{group}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=50_000,
+    )
+    fits = []
+    for r in found:
+        command = r.data.tags.get("mia.command", "fit")
+        if command != "fit" or "mia.run_index" not in r.data.tags:
+            index = r.data.tags.get("mia.run_index")
+            reason = f"a {command} run, not a fit run of the group"
+            result.excluded.append(Excluded(_int(index), r.info.run_id, reason))
+            continue
+        fits.append(_group_run(r, group))
+    if not fits:
+        return result
+    result.fingerprint = fits[0].tags.get("mia.fingerprint")
+    result.num_runs = _int(fits[0].tags.get("mia.num_runs"))
+    for run in fits:
+        result.slots.setdefault(run.run_index, []).insert(0, run)
+        reason = _why_not(run, result)
+        if reason is None:
+            result.members.append(run)
+        else:
+            result.excluded.append(Excluded(run.run_index, run.run_id, reason))
+    result.members.sort(key=lambda r: r.run_index)
+    return result
+
+
+def _why_not(run: GroupRun, group: GroupMembers) -> str | None:
+    """Why ``run`` does not count for ``group`` (checked in this order), or None."""
+    if group.num_runs is not None and not 0 <= run.run_index < group.num_runs:
+        return f"run index outside the group's 0..{group.num_runs - 1}"
+    fingerprint = run.tags.get("mia.fingerprint")
+    if fingerprint != group.fingerprint:
+        return (
+            f"config fingerprint {fingerprint} differs from the group's {group.fingerprint} "
+            "(trained with another recipe)"
+        )
+    if run.status != "FINISHED":
+        return f"status {run.status} (still training, or killed: resume it with mia-bench fleet)"
+    if not (run.artifact_dir / "keep.npy").is_file():
+        return f"no keep row at {run.artifact_dir / 'keep.npy'}"
+    have = set(run.epochs())
+    recorded = [int(e) for e in run.tags.get("mia.recorded_epochs", "").split(",") if e]
+    lacking = [e for e in recorded if e not in have]
+    if lacking or not have:
+        return f"signals of epochs {lacking or 'any'} missing under {run.artifact_dir}"
+    held = [m for m in group.members if m.run_index == run.run_index]
+    if held:
+        return f"duplicate of run {held[0].run_id}, which already counts for this index"
+    return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def group_runs(client: MlflowClient, exp_id: str | None, group: str) -> list[GroupRun]:
+    """The runs that count for ``group`` (see :func:`scan_group`), one per run index."""
+    return scan_group(client, exp_id, group).members
