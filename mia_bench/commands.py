@@ -7,10 +7,55 @@ import argparse
 from pathlib import Path
 
 from mia_bench.audit.run import audit_checkpoint, run_audit
+from mia_bench.errors import UserError
 from mia_bench.lightning_cli import parse_fit_config
-from mia_bench.store.runs import MlflowSettings
+from mia_bench.metrics import DEFAULT_FPRS
+from mia_bench.store.runs import MlflowSettings, config_fingerprint
 from mia_bench.study.compare import compare
 from mia_bench.study.fleet import Fleet, parse_runs, plan
+
+
+def parse_list(text: str | None) -> list[str] | None:
+    """A list flag written as in ``mia-bench fit``, ``[a, b]``, or as ``a,b``.
+
+    >>> parse_list("[loss, lira_online]"), parse_list("loss,rmia"), parse_list(None)
+    (['loss', 'lira_online'], ['loss', 'rmia'], None)
+    """
+    if text is None:
+        return None
+    inner = text.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    return [item.strip().strip("'\"") for item in inner.split(",") if item.strip()]
+
+
+def parse_fprs(text: str) -> list[float]:
+    """``--fprs`` as floats in (0, 1), or a one-line error."""
+    try:
+        fprs = [float(x) for x in parse_list(text) or []]
+    except ValueError:
+        raise UserError(f"--fprs {text!r}: give FPRs as numbers, e.g. [0.001, 0.01]") from None
+    if not fprs or not all(0 < x < 1 for x in fprs):
+        raise UserError(f"--fprs {text!r}: every FPR must lie strictly between 0 and 1")
+    return fprs
+
+
+def add_store_flags(parser: argparse.ArgumentParser, checkpoints: bool = False) -> None:
+    """``--mlflow.tracking_uri`` and ``--mlflow.experiment_name``, as ``mia-bench fit`` has."""
+    for name in ("tracking_uri", "experiment_name") + (("checkpoint_dir",) if checkpoints else ()):
+        parser.add_argument(
+            f"--mlflow.{name}",
+            dest=name,
+            default=getattr(MlflowSettings, name),
+            metavar=name.upper(),
+        )
+        parser.add_argument(f"--{name}", dest=name, help=argparse.SUPPRESS)  # the old spelling
+
+
+def settings_of(args: argparse.Namespace) -> MlflowSettings:
+    """The store settings the flags of :func:`add_store_flags` give."""
+    names = ("tracking_uri", "experiment_name", "checkpoint_dir")
+    return MlflowSettings(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
 
 def fleet_main(argv: list[str]) -> int:
@@ -36,7 +81,7 @@ def fleet_main(argv: list[str]) -> int:
             f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
         )
     settings = MlflowSettings(**vars(config.mlflow))
-    jobs = plan(settings, group, runs)
+    jobs = plan(settings, group, runs, config_fingerprint(config.clone().as_dict()))
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
     failed = Fleet(fit_args, group, known.workers, log_dir).run(jobs)
     return 1 if failed else 0
@@ -47,7 +92,9 @@ def audit_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mia-bench audit",
         description="Leave-one-out audit of a group: each of the first T runs is the "
-        "target, the other runs (or --references groups) are its reference models.",
+        "target, the other runs (or --references groups) are its reference models. Only "
+        "finished fit runs of the group's recipe count; an incomplete group is refused "
+        "unless --allow-partial.",
     )
     parser.add_argument("--group", default=None, help="the group to audit")
     parser.add_argument(
@@ -60,30 +107,34 @@ def audit_main(argv: list[str]) -> int:
     parser.add_argument("--epoch", default="last", help="'last' (default), 'all', or a number")
     parser.add_argument("--targets", type=int, default=4, help="runs attacked in turn")
     parser.add_argument(
-        "--attacks",
-        default=None,
-        help="comma-separated attack names (default: every registered attack)",
+        "--attacks", default=None, help="attack names, [a, b] (default: every registered attack)"
     )
     parser.add_argument(
-        "--references",
-        default=None,
-        help="comma-separated reference groups (default: the group itself)",
+        "--references", default=None, help="reference groups, [g1, g2] (default: the group)"
     )
-    parser.add_argument("--layers", default="embedding", help="layers for embedding attacks")
-    parser.add_argument("--fprs", default="0.001,0.01", help="FPRs of the TPR metrics")
+    parser.add_argument("--layers", default="[embedding]", help="layers for embedding attacks")
+    parser.add_argument(
+        "--fprs", default=str(list(DEFAULT_FPRS)), help="FPRs of the TPR metrics, [0.001, 0.01]"
+    )
     parser.add_argument("--output", default="audit.json", help="where the JSON summary goes")
-    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
-    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
+    parser.add_argument(
+        "--allow-partial",
+        "--allow_partial",
+        action="store_true",
+        help="audit with the runs that remain when some are unfinished or left out",
+    )
+    add_store_flags(parser)
     args = parser.parse_args(argv)
-    settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
+    settings = settings_of(args)
     common = {
         "epoch": args.epoch,
-        "attacks": args.attacks.split(",") if args.attacks else None,
-        "layers": args.layers.split(","),
-        "fprs": [float(x) for x in args.fprs.split(",")],
+        "attacks": parse_list(args.attacks),
+        "layers": parse_list(args.layers),
+        "fprs": parse_fprs(args.fprs),
         "output": Path(args.output),
+        "allow_partial": args.allow_partial,
     }
-    references = args.references.split(",") if args.references else None
+    references = parse_list(args.references)
     if args.checkpoint:
         if not references:
             parser.error("--checkpoint needs --references GROUP[,GROUP]")
@@ -102,6 +153,8 @@ def audit_main(argv: list[str]) -> int:
     else:
         parser.error("give --group GROUP (or --checkpoint PATH --references GROUP)")
     print(doc["markdown"], end="")
+    for line in doc.get("excluded", []):
+        print(f"left out: run {line['run_index']} ({line['run_id']}): {line['reason']}")
     print(f"audit run {doc['run_id']}; JSON at {args.output}")
     return 0
 
@@ -111,15 +164,16 @@ def compare_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mia-bench compare",
         description="Compare audited groups (recipes): a table of accuracy, gap and attack "
-        "success, and scatters of TPR at 0.1%% FPR against the generalization gap.",
+        "success, and scatters of TPR at the lowest audited FPR against the "
+        "generalization gap.",
     )
     parser.add_argument(
         "--attacks",
-        default="loss,lira_online_fixed_var,lira_online",
-        help="attacks to tabulate and plot (comma-separated)",
+        default="[loss, lira_online_fixed_var, lira_online]",
+        help="attacks to tabulate and plot, [a, b]",
     )
-    parser.add_argument("--groups", default=None, help="only these audited groups")
-    parser.add_argument("--experiments", default=None, help="experiments to read (comma list)")
+    parser.add_argument("--groups", default=None, help="only these audited groups, [g1, g2]")
+    parser.add_argument("--experiments", default=None, help="experiments to read, [e1, e2]")
     parser.add_argument("--filter", default="", help="extra MLflow filter on audit runs")
     parser.add_argument("--output_dir", default="compare", help="where the files go")
     parser.add_argument(
@@ -127,17 +181,14 @@ def compare_main(argv: list[str]) -> int:
         action="store_true",
         help="every audited checkpoint is a point of the scatters",
     )
-    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
-    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
+    add_store_flags(parser)
     args = parser.parse_args(argv)
-    settings = MlflowSettings(tracking_uri=args.tracking_uri, experiment_name=args.experiment_name)
-    attacks = args.attacks.split(",")
     compare(
-        settings,
-        attacks,
+        settings_of(args),
+        parse_list(args.attacks),
         Path(args.output_dir),
-        groups=args.groups.split(",") if args.groups else None,
-        experiments=args.experiments.split(",") if args.experiments else None,
+        groups=parse_list(args.groups),
+        experiments=parse_list(args.experiments),
         filter_string=args.filter,
         all_epochs=args.all_epochs,
     )
@@ -171,18 +222,12 @@ def record_main(argv: list[str]) -> int:
     )
     parser.add_argument("--group", required=True, help="the group whose runs to re-score")
     parser.add_argument("--epoch", type=int, required=True, help="a recorded epoch")
-    parser.add_argument("--layers", required=True, help="module paths, comma-separated")
-    parser.add_argument("--tracking_uri", default=MlflowSettings.tracking_uri)
-    parser.add_argument("--experiment_name", default=MlflowSettings.experiment_name)
-    parser.add_argument("--checkpoint_dir", default=MlflowSettings.checkpoint_dir)
+    parser.add_argument("--layers", required=True, help="module paths, [a, b]")
+    add_store_flags(parser, checkpoints=True)
     args = parser.parse_args(argv)
-    settings = MlflowSettings(
-        tracking_uri=args.tracking_uri,
-        experiment_name=args.experiment_name,
-        checkpoint_dir=args.checkpoint_dir,
-    )
-    count = record_group_layers(settings, args.group, args.epoch, args.layers.split(","))
-    print(f"{args.group}: layers {args.layers} recorded at epoch {args.epoch} for {count} runs")
+    layers = parse_list(args.layers)
+    count = record_group_layers(settings_of(args), args.group, args.epoch, layers)
+    print(f"{args.group}: layers {layers} recorded at epoch {args.epoch} for {count} runs")
     return 0
 
 

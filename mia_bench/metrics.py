@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_FPRS = (0.001, 0.01)  # the FPRs of the TPR metrics unless --fprs says otherwise
+
 
 @dataclass(frozen=True)
 class TprAtFpr:
@@ -144,7 +146,7 @@ def precision_at_k(scores: np.ndarray, membership: np.ndarray, k: int) -> float:
 
 
 def summarize(
-    scores: np.ndarray, membership: np.ndarray, fprs: Sequence[float] = (0.001, 0.01)
+    scores: np.ndarray, membership: np.ndarray, fprs: Sequence[float] = DEFAULT_FPRS
 ) -> dict[str, float]:
     """All metrics of one attack as a flat dict of MLflow-safe names to floats.
 

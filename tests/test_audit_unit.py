@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from mia_bench.attacks import get_attack
-from mia_bench.audit.engine import AuditResult, build_inputs, score_attacks, summarize_scores
+from mia_bench.audit.engine import (
+    AuditResult,
+    TargetAudit,
+    audit_target,
+    build_inputs,
+    score_attacks,
+)
 from mia_bench.data.splits import keep_matrix
 from mia_bench.metrics import auc
 from mia_bench.store.artifacts import EpochSignals
@@ -54,14 +60,45 @@ def test_population_is_the_targets_nonmembers():
 
 def test_aggregate_is_mean_and_population_std_over_targets():
     result = AuditResult(epoch=0)
-    result.per_target = {0: {"loss/auc": 0.6}, 1: {"loss/auc": 0.7}, 2: {"loss/auc": 0.9}}
+    result.per_target = {
+        i: TargetAudit({"loss": {"auc": v}}, {}, {}, []) for i, v in enumerate([0.6, 0.7, 0.9])
+    }
     agg = result.aggregate()["loss/auc"]
     assert agg["mean"] == pytest.approx(np.mean([0.6, 0.7, 0.9]))
     assert agg["std"] == pytest.approx(np.std([0.6, 0.7, 0.9]))
     assert agg["num_targets"] == 3
 
 
-def test_summarize_scores_names_metrics_by_attack():
+def test_audit_target_nests_metrics_by_attack_and_flattens_at_one_boundary():
     keep = np.array([True, False, True, False])
-    out = summarize_scores({"a": np.array([4.0, 1.0, 3.0, 2.0])}, keep, (0.5,))
-    assert out["a/auc"] == 1.0 and out["a/tpr_at_fpr_0.5"] == 1.0
+    logits = np.array([[4.0, 0], [1.0, 0], [3.0, 0], [2.0, 0]], dtype=np.float32)[:, None]
+    signals = EpochSignals(0, logits, np.zeros(4, dtype=np.int64))
+    audit = audit_target(signals, keep, None, [get_attack("loss")], (0.5,))
+    assert audit.metrics["loss"]["auc"] == 1.0 and audit.metrics["loss"]["tpr_at_fpr_0.5"] == 1.0
+    assert audit.flat()["loss/auc"] == 1.0 and audit.references == []
+
+
+def test_group_audit_loads_each_runs_signals_once_per_epoch(monkeypatch, tmp_path):
+    """Leave-one-out over R runs reads R signal files, not R * (R - 1)."""
+    from mia_bench.audit import engine
+    from mia_bench.store import references
+    from mia_bench.store.artifacts import save_keep, save_signals
+    from mia_bench.store.groups import GroupRun
+
+    target, keep, logits, _ = _signals(n=120, r=5)
+    runs = []
+    for i in range(6):
+        folder = tmp_path / f"run{i}"
+        save_keep(folder, keep[i])
+        save_signals(folder, EpochSignals(0, logits[i], target.labels))
+        runs.append(GroupRun(f"id{i}", "g", i, "FINISHED", folder, {}))
+    calls = []
+    real = references.load_signals
+    monkeypatch.setattr(
+        references, "load_signals", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    result = engine.audit_group(runs, [get_attack("lira_offline")], 0, progress=False)
+    assert len(calls) == 6 and sorted(result.per_target) == list(range(6))
+    used = result.used()
+    assert all(len(u["references"]) == 5 for u in used.values())
+    assert all(u["run_id"] not in {r for r, _ in u["references"]} for u in used.values())

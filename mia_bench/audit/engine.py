@@ -1,6 +1,6 @@
 """Audits: attacks + metrics for one target at one epoch, and leave-one-out over a group.
 
-The target's keep row is the membership truth: only :func:`summarize_scores` sees it.
+The target's keep row is the membership truth: only the metrics in :func:`audit_target` see it.
 The harness also derives RMIA's population from it (the pool examples outside the
 target's training set, as RMIA's evaluation does); attacks never compare an example
 with itself, so that choice cannot move an example's own score.
@@ -23,10 +23,11 @@ from mia_bench.attacks.gmia import (
     select_vulnerable,
 )
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
-from mia_bench.metrics import summarize
+from mia_bench.errors import UserError
+from mia_bench.metrics import DEFAULT_FPRS, summarize
 from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.store.groups import GroupRun
-from mia_bench.store.references import References, load_references
+from mia_bench.store.references import LoadedRun, References, load_runs, stack_references
 
 GMIA_ALPHA = 0.01  # significance level of GMIA's direct test
 GMIA_TOP_K = 50  # vulnerable records GMIA attacks per target
@@ -119,43 +120,83 @@ def layer_depth_curve(
     return {layer: metrics[name] for layer, name in names.items() if name in metrics}
 
 
-def summarize_scores(
-    scores: Mapping[str, np.ndarray],
-    keep: np.ndarray,
-    fprs: Sequence[float],
-    inputs: AttackInputs | None = None,
-) -> dict[str, float]:
-    """Flat ``<attack>/<metric>`` numbers of every attack's scores.
+@dataclass(frozen=True)
+class TargetAudit:
+    """The audit of one target at one epoch.
 
-    With ``gmia_direct`` among the scores and the references' ``embedding`` layer in
-    ``inputs``, GMIA's judgement on its vulnerable records joins them
-    (``gmia_direct/num_selected``, ``.../precision``, ``.../loss_precision``...: see
-    :func:`gmia_metrics`).
+    Attributes:
+        metrics: attack -> metric -> value (see :func:`mia_bench.metrics.summarize`).
+        reports: GMIA's reports on its vulnerable records, report -> metric -> value.
+        scores: attack -> ``float64[N]`` score per pool example (higher = member).
+        references: ``(run_id, epoch)`` of every reference used.
     """
-    out = {
-        f"{name}/{key}": value
-        for name, s in scores.items()
-        for key, value in summarize(s, keep, tuple(fprs)).items()
-    }
-    if inputs is not None:
-        out |= gmia_metrics(scores, inputs, keep)
-    return out
+
+    metrics: dict[str, dict[str, float]]
+    reports: dict[str, dict[str, float]]
+    scores: dict[str, np.ndarray]
+    references: list[tuple[str, int]]
+
+    def flat(self) -> dict[str, float]:
+        """``<attack>/<metric>`` numbers, reports included (see :func:`flatten`)."""
+        return flatten(self.metrics) | flatten(self.reports)
 
 
-def gmia_metrics(
+def flatten(nested: Mapping[str, Mapping[str, float]], prefix: str = "") -> dict[str, float]:
+    """``{attack: {metric: v}}`` as ``{"<prefix><attack>/<metric>": v}``: the one place
+    nested results become flat names (for MLflow and the audit documents).
+
+    >>> flatten({"loss": {"auc": 0.6}}, prefix="mia/")
+    {'mia/loss/auc': 0.6}
+    """
+    return {f"{prefix}{name}/{key}": v for name, d in nested.items() for key, v in d.items()}
+
+
+def audit_target(
+    signals: EpochSignals,
+    keep: np.ndarray,
+    refs: References | None,
+    attacks: Sequence[Attack],
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    sweep_layers: Sequence[str] = (),
+) -> TargetAudit:
+    """Attack one target at one epoch and score the attacks: the one audit engine.
+
+    ``AttackMonitor`` (as training goes), group audits and checkpoint audits all call
+    this. The target's ``keep`` row (membership truth) is used only to score the attacks
+    and to choose RMIA's population among the target's non-members.
+
+    Args:
+        signals: the target's signals (logits ``[N, A, C]``, embeddings).
+        keep: ``bool[N]``, the target's keep row.
+        refs: reference runs' signals, or None (reference attacks are left out).
+        attacks: the attacks to run.
+        fprs: FPRs of the TPR metrics.
+        sweep_layers: layers for the per-layer embedding sweep (see :func:`score_attacks`).
+    """
+    inputs = build_inputs(signals, refs, keep)
+    scores = score_attacks(attacks, inputs, sweep_layers)
+    metrics = {name: summarize(s, keep, tuple(fprs)) for name, s in scores.items()}
+    used = [] if refs is None else list(zip(refs.run_ids, refs.epochs, strict=True))
+    return TargetAudit(metrics, gmia_reports(scores, inputs, keep), scores, used)
+
+
+def gmia_reports(
     scores: Mapping[str, np.ndarray],
     inputs: AttackInputs,
     keep: np.ndarray,
     alpha: float = GMIA_ALPHA,
     top_k: int = GMIA_TOP_K,
     threshold: float = GMIA_THRESHOLD,
-) -> dict[str, float]:
-    """GMIA on its vulnerable records, other attacks at as many predictions.
+) -> dict[str, dict[str, float]]:
+    """GMIA (Long et al. 2018) on its vulnerable records, other attacks at as many
+    predictions: report -> metric -> value.
 
     The ``top_k`` records with the fewest neighbours (cosine similarity >= ``threshold``
     among all pool records, in the references' mean ``embedding`` space) are attacked
-    with the direct test at significance ``alpha``. Empty without ``gmia_direct`` scores
-    or the references' ``embedding`` layer.
+    with the direct test at significance ``alpha`` (``gmia_direct``); the same test on
+    every record is ``gmia_direct_pool``, and the indirect test on the selected records
+    ``gmia_indirect``. Empty without ``gmia_direct`` scores or the references'
+    ``embedding`` layer.
     """
     if "gmia_direct" not in scores or "embedding" not in inputs.ref_embeddings:
         return {}
@@ -164,13 +205,18 @@ def gmia_metrics(
     selected = select_vulnerable(features, everyone, threshold, top_k=top_k)
     log_p = -scores["gmia_direct"] * np.log(10.0)
     others = {name: s for name, s in scores.items() if name != "gmia_direct"}
-    report = gmia_report(log_p, selected, keep, alpha, others)
-    pool = gmia_report(log_p, everyone, keep, alpha, others)  # the test on every record
-    metrics = report.as_metrics(prefix="gmia_direct") | pool.as_metrics("gmia_direct_pool")
+    reports = {
+        "gmia_direct": gmia_report(log_p, selected, keep, alpha, others),
+        "gmia_direct_pool": gmia_report(log_p, everyone, keep, alpha, others),
+    }
     if inputs.population is not None:  # indirect: only the enhancing records are queried
         indirect = indirect_log_pvalues(inputs, selected, features)
-        metrics |= gmia_report(indirect, selected, keep, alpha).as_metrics("gmia_indirect")
-    return metrics
+        reports["gmia_indirect"] = gmia_report(indirect, selected, keep, alpha)
+    return {name: _unprefix(r.as_metrics(name), name) for name, r in reports.items()}
+
+
+def _unprefix(flat: Mapping[str, float], prefix: str) -> dict[str, float]:
+    return {key[len(prefix) + 1 :]: value for key, value in flat.items()}
 
 
 @dataclass
@@ -179,28 +225,50 @@ class AuditResult:
 
     Attributes:
         epoch: the epoch audited (``"last"`` resolves per run).
-        per_target: run index -> ``<attack>/<metric>`` -> value.
-        scores: the first target's scores per attack (for ROC plots).
-        keep: the first target's keep row.
-        num_references: run index -> how many references it was attacked with.
+        per_target: run index -> the target's audit.
         run_ids: run index -> the target's MLflow run id.
         target_epochs: run index -> the epoch its signals came from.
+        keep: the first target's keep row (for ROC plots).
     """
 
     epoch: int | str
-    per_target: dict[int, dict[str, float]] = field(default_factory=dict)
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    keep: np.ndarray | None = None
-    num_references: dict[int, int] = field(default_factory=dict)
+    per_target: dict[int, TargetAudit] = field(default_factory=dict)
     run_ids: dict[int, str] = field(default_factory=dict)
     target_epochs: dict[int, int] = field(default_factory=dict)
+    keep: np.ndarray | None = None
+
+    @property
+    def scores(self) -> dict[str, np.ndarray]:
+        """The first target's scores per attack."""
+        first = min(self.per_target, default=None)
+        return {} if first is None else self.per_target[first].scores
+
+    def flat(self) -> dict[int, dict[str, float]]:
+        """run index -> ``<attack>/<metric>`` -> value."""
+        return {i: t.flat() for i, t in self.per_target.items()}
+
+    def num_references(self) -> dict[int, int]:
+        """run index -> how many references it was attacked with."""
+        return {i: len(t.references) for i, t in self.per_target.items()}
+
+    def used(self) -> dict[int, dict]:
+        """run index -> the target's run id and epoch and its references' (the record)."""
+        return {
+            i: {
+                "run_id": self.run_ids.get(i),
+                "epoch": self.target_epochs[i],
+                "references": [list(r) for r in t.references],
+            }
+            for i, t in self.per_target.items()
+        }
 
     def aggregate(self) -> dict[str, dict[str, float]]:
         """``<attack>/<metric>`` -> mean, std (over targets) and num_targets."""
-        keys = sorted({k for m in self.per_target.values() for k in m})
+        flat = self.flat().values()
+        keys = sorted({k for m in flat for k in m})
         out = {}
         for key in keys:
-            values = np.array([m[key] for m in self.per_target.values() if key in m])
+            values = np.array([m[key] for m in flat if key in m])
             out[key] = {
                 "mean": float(values.mean()),
                 "std": float(values.std()),
@@ -210,47 +278,68 @@ class AuditResult:
 
 
 def audit_group(
-    runs: Sequence[GroupRun],
+    targets: Sequence[GroupRun],
     attacks: Sequence[Attack],
     epoch: int | str = "last",
-    num_targets: int = 4,
     reference_runs: Sequence[GroupRun] | None = None,
     layers: Sequence[str] = ("embedding",),
-    fprs: Sequence[float] = (0.001, 0.01),
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    min_references: int = 1,
     progress: bool = True,
 ) -> AuditResult:
-    """Leave-one-out audit: each of the first ``num_targets`` runs is the target.
+    """Leave-one-out audit at one epoch: each run of ``targets`` is the target in turn.
+
+    Every run's signals of the epoch are loaded once (not once per target); each
+    target's references are the loaded runs other than itself.
 
     Args:
-        runs: the group's runs (one per run index).
+        targets: the runs to attack (members of their group).
         attacks: attacks to run.
         epoch: epoch to audit, or ``"last"`` (each run's last recorded epoch).
-        num_targets: how many runs (lowest run indices first) to attack.
-        reference_runs: references; default the group's other runs. From another
-            group, they model an attacker who did not know the target's recipe; a
-            reference with the target's run id is always left out.
-        layers: embedding layers to load when an embedding attack is configured.
+        reference_runs: the reference pool (default: ``targets`` themselves), usually
+            every member of the targets' group. From another group they model an
+            attacker who did not know the recipe; the target's own run is never its
+            reference.
+        layers: embedding layers to load when an attack needs embeddings.
         fprs: FPRs of the TPR metrics.
+        min_references: fewest references a target is attacked with, else an error.
         progress: show a progress bar over the targets (on stderr).
+
+    Raises:
+        UserError: a target lacks the epoch, or has fewer than ``min_references``.
     """
     layers = tuple(layers) if needs_embeddings(attacks) else ()
+    needs_refs = any(a.needs_references for a in attacks)
+    pool = load_runs(reference_runs if reference_runs is not None else targets, epoch, layers)
+    loaded = {r.run.run_id: r for r in pool}
     result = AuditResult(epoch=epoch)
-    targets = list(runs)[:num_targets]
     for target in tqdm(targets, desc=f"audit epoch {epoch}", unit="target", disable=not progress):
-        target_epoch = target.resolve_epoch(epoch)
-        if target_epoch is None:
-            continue
-        others = [r for r in (reference_runs or runs) if r.run_id != target.run_id]
-        keep = load_keep(target.artifact_dir)
-        wanted = target_epoch if epoch != "last" else "last"
-        refs = load_references(others, wanted, layers, target_keep=keep)
-        signals = load_signals(target.artifact_dir, target_epoch, layers)
-        inputs = build_inputs(signals, refs, keep)
-        scores = score_attacks(attacks, inputs, layers)
-        result.per_target[target.run_index] = summarize_scores(scores, keep, fprs, inputs)
-        result.num_references[target.run_index] = 0 if refs is None else len(refs.run_ids)
+        own = loaded.get(target.run_id) or _load_target(target, epoch, layers)
+        refs = stack_references(pool, target.run_id, own.keep) if needs_refs else None
+        count = 0 if refs is None else len(refs.run_ids)
+        if needs_refs and count < min_references:
+            raise UserError(
+                f"run {target.run_index} of group {target.group!r} has {count} references "
+                f"with signals of epoch {own.epoch} (needs {min_references}): train more "
+                "reference runs, or audit another --epoch"
+            )
+        result.per_target[target.run_index] = audit_target(
+            own.signals, own.keep, refs, attacks, fprs, layers
+        )
         result.run_ids[target.run_index] = target.run_id
-        result.target_epochs[target.run_index] = target_epoch
+        result.target_epochs[target.run_index] = own.epoch
         if result.keep is None:
-            result.scores, result.keep = scores, keep
+            result.keep = own.keep
     return result
+
+
+def _load_target(target: GroupRun, epoch: int | str, layers: Sequence[str]) -> LoadedRun:
+    """The target's signals at ``epoch``, or an error naming what was recorded."""
+    if target.resolve_epoch(epoch) is None:
+        raise UserError(
+            f"run {target.run_index} of group {target.group!r} recorded no signals at epoch "
+            f"{epoch}; it recorded epochs {target.epochs()}: pass one of them to --epoch"
+        )
+    keep = load_keep(target.artifact_dir)
+    signals = load_signals(target.artifact_dir, target.resolve_epoch(epoch), layers)
+    return LoadedRun(target, signals.epoch, keep, signals)

@@ -14,6 +14,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from mia_bench.audit.engine import AuditResult, layer_attack_name
+from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.store.runs import MetricHistory
 
@@ -21,11 +22,8 @@ from mia_bench.store.runs import MetricHistory
 def attack_names(result: AuditResult) -> list[str]:
     """Attacks present in the result, in the order they were run."""
     names: list[str] = []
-    for metrics in result.per_target.values():
-        for key in metrics:
-            name = key.split("/")[0]
-            if name not in names and f"{name}/auc" in metrics:  # not GMIA's extra reports
-                names.append(name)
+    for target in result.per_target.values():
+        names += [name for name in target.metrics if name not in names]  # not GMIA's reports
     return names
 
 
@@ -91,11 +89,13 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
     doc = {
         "epoch": result.epoch,
         "targets": sorted(result.per_target),
-        "num_references": result.num_references,
+        "fprs": list(fprs),
+        "num_references": result.num_references(),
         "attacks": summary(result, fprs),
         "target_runs": result.run_ids,
         "target_epochs": result.target_epochs,
-        "per_target": result.per_target,
+        "per_target": result.flat(),
+        "used": result.used(),
     }
     gmia = gmia_markdown(result)
     if gmia:
@@ -110,7 +110,8 @@ def gmia_markdown(result: AuditResult) -> str:
     as many predictions; empty when GMIA did not run.
     """
     prefix = "gmia_direct/"
-    rows = {t: m for t, m in sorted(result.per_target.items()) if f"{prefix}num_selected" in m}
+    flat = result.flat()
+    rows = {t: m for t, m in sorted(flat.items()) if f"{prefix}num_selected" in m}
     if not rows:
         return ""
     own = {f"{prefix}precision", f"{prefix}baseline_precision"}
@@ -163,9 +164,12 @@ def log_audit_run(
     return run.info.run_id
 
 
-def epochs_table(client: MlflowClient, results: dict[int, AuditResult]) -> pd.DataFrame:
+def epochs_table(
+    client: MlflowClient, results: dict[int, AuditResult], fpr: float = DEFAULT_FPRS[0]
+) -> pd.DataFrame:
     """Per recorded checkpoint: mean train/test accuracy of the targets and each attack's
-    AUC and TPR at 0.1% FPR (seed 001's early-stopping table, §IV-A2)."""
+    AUC and TPR at ``fpr`` (the early-stopping table of the membership-vs-generalization
+    study, Tables IV-V)."""
     rows, history = [], MetricHistory(client)
     for epoch, result in sorted(results.items()):
         row: dict[str, float] = {"epoch": epoch}
@@ -173,20 +177,21 @@ def epochs_table(client: MlflowClient, results: dict[int, AuditResult]) -> pd.Da
             values = [history.at(run_id, key, epoch) for run_id in result.run_ids.values()]
             row[key] = float(np.nanmean(values)) if values else float("nan")
         for key, entry in result.aggregate().items():
-            if key.endswith(("/auc", "/tpr_at_fpr_0.001")):
+            if key.endswith(("/auc", f"/tpr_at_fpr_{fpr:g}")):
                 row[key] = entry["mean"]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def epochs_markdown(table: pd.DataFrame) -> str:
+def epochs_markdown(table: pd.DataFrame, fpr: float = DEFAULT_FPRS[0]) -> str:
     """The per-checkpoint table as markdown (accuracies and TPR in percent)."""
-    attacks = [c.split("/")[0] for c in table.columns if c.endswith("/tpr_at_fpr_0.001")]
-    head = ["epoch", "train acc", "test acc", *[f"{a} TPR@0.1%" for a in attacks]]
+    tpr = f"tpr_at_fpr_{fpr:g}"
+    attacks = [c.split("/")[0] for c in table.columns if c.endswith(f"/{tpr}")]
+    head = ["epoch", "train acc", "test acc", *[f"{a} TPR@{100 * fpr:g}%" for a in attacks]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [str(int(r["epoch"])), f"{100 * r['train/acc']:.1f}", f"{100 * r['test/acc']:.1f}"]
-        cells += [f"{100 * r[f'{a}/tpr_at_fpr_0.001']:.2f}" for a in attacks]
+        cells += [f"{100 * r[f'{a}/{tpr}']:.2f}" for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

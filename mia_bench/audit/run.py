@@ -10,14 +10,7 @@ from typing import Any
 
 from mia_bench.attacks import ATTACKS, get_attack
 from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
-from mia_bench.audit.engine import (
-    AuditResult,
-    audit_group,
-    build_inputs,
-    needs_embeddings,
-    score_attacks,
-    summarize_scores,
-)
+from mia_bench.audit.engine import AuditResult, audit_group, audit_target, needs_embeddings
 from mia_bench.audit.report import (
     epochs_markdown,
     epochs_table,
@@ -25,9 +18,77 @@ from mia_bench.audit.report import (
     write_depth_outputs,
     write_outputs,
 )
-from mia_bench.store.groups import client_and_experiment, group_runs
+from mia_bench.errors import UserError
+from mia_bench.metrics import DEFAULT_FPRS
+from mia_bench.store.groups import GroupMembers, client_and_experiment, scan_group
 from mia_bench.store.references import check_same_pool, load_references
 from mia_bench.store.runs import MlflowSettings
+
+
+def resolve_targets(members: GroupMembers, num_targets: int) -> list:
+    """The first ``num_targets`` members of the group (lowest run indices).
+
+    Raises:
+        UserError: ``num_targets`` < 1, or more targets than the group has runs.
+    """
+    if num_targets < 1:
+        raise UserError(f"--targets {num_targets}: an audit needs at least 1 target run")
+    size = members.num_runs or 0
+    if num_targets > size:
+        raise UserError(
+            f"--targets {num_targets} is more than group {members.group!r} has runs "
+            f"({size}): pass --targets {size} or fewer"
+        )
+    wanted = list(range(num_targets))
+    return [r for r in members.members if r.run_index in wanted]
+
+
+def reference_members(
+    client, exp_id: str | None, groups: Sequence[str], allow_partial: bool
+) -> tuple[list, list[GroupMembers]]:
+    """The member runs of the reference groups, each group checked like the audited one.
+
+    Raises:
+        UserError: a reference group has no runs (never a silent fallback to the
+            audited group), or is incomplete without ``allow_partial``.
+    """
+    runs, scanned = [], []
+    for name in groups:
+        found = scan_group(client, exp_id, name)
+        if not found.members:
+            raise UserError(
+                f"reference group {name!r} has no finished runs in this experiment: check "
+                f"the name (mia-bench compare lists audited groups) or train it first with "
+                f"mia-bench fleet ... --group {name}"
+            )
+        found.require(allow_partial=allow_partial)
+        runs += found.members
+        scanned.append(found)
+    return runs, scanned
+
+
+def audit_epochs(members: GroupMembers, targets: list, epoch: str) -> list[int | str]:
+    """The epochs to audit: ``"last"``, every recorded one (``"all"``) or one number.
+
+    Raises:
+        UserError: the epoch is not a number, or no target recorded it.
+    """
+    recorded = sorted({e for r in targets for e in r.epochs()})
+    if epoch == "last":
+        return ["last"]
+    if epoch == "all":
+        return list(recorded)
+    try:
+        number = int(epoch)
+    except ValueError:
+        raise UserError(f"--epoch {epoch!r}: give 'last', 'all' or an epoch number") from None
+    lacking = [r.run_index for r in targets if number not in r.epochs()]
+    if lacking:
+        raise UserError(
+            f"--epoch {number}: runs {lacking} of group {members.group!r} recorded no "
+            f"signals at that epoch; recorded epochs: {recorded}"
+        )
+    return [number]
 
 
 def run_audit(
@@ -38,34 +99,54 @@ def run_audit(
     attacks: Sequence[str] | None = None,
     references: Sequence[str] | None = None,
     layers: Sequence[str] = ("embedding",),
-    fprs: Sequence[float] = (0.001, 0.01),
+    fprs: Sequence[float] = DEFAULT_FPRS,
     output: Path = Path("audit.json"),
     extra_tags: dict[str, str] | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Audit ``group`` and log an MLflow audit run; returns the JSON document.
 
+    Only the runs that pass the group membership rule (:mod:`mia_bench.store.groups`)
+    take part; the document records which run ids and epochs were used and which runs
+    were left out, and why.
+
     Raises:
-        ValueError: the group has fewer than 2 runs, or references do not match its pool.
+        UserError: the group (or a reference group) is missing or incomplete (unless
+            ``allow_partial``), the epoch or the targets do not exist, or the
+            references do not match the group's pool.
     """
     client, exp_id = client_and_experiment(settings)
-    runs = group_runs(client, exp_id, group)
-    if len(runs) < 2:
-        raise ValueError(
-            f"group {group!r} has {len(runs)} run(s) in experiment "
-            f"{settings.experiment_name!r} of {settings.tracking_uri}; an audit needs at "
-            "least 2 (train them with: mia-bench fleet -c CONFIG --runs 0:16)"
+    members = scan_group(client, exp_id, group)
+    if not members.members:
+        raise UserError(
+            f"group {group!r} has no finished runs in experiment {settings.experiment_name!r} "
+            f"of {settings.tracking_uri}; train it with: mia-bench fleet -c CONFIG --runs 0:16"
+            + (f" ({members.report()})" if members.excluded else "")
         )
-    reference_runs = None
+    members.require(allow_partial=allow_partial)
+    targets = resolve_targets(members, num_targets)
+    if not targets:
+        raise UserError(f"none of the first {num_targets} runs of group {group!r} is usable")
+    reference_runs, scanned = members.members, [members]
     if references:
-        reference_runs = [r for g in references for r in group_runs(client, exp_id, g)]
-        check_same_pool(runs[0].tags, reference_runs)
+        reference_runs, extra = reference_members(client, exp_id, references, allow_partial)
+        check_same_pool(targets[0].tags, reference_runs)
+        scanned += extra
+    elif len(members.members) < 2:
+        raise UserError(f"group {group!r} has 1 usable run; an audit needs a second one")
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
-    epochs: list[int | str] = runs[0].epochs() if epoch == "all" else [epoch]
     results: dict[int, AuditResult] = {}
-    for e in epochs:
-        result = audit_group(runs, chosen, e, num_targets, reference_runs, layers, fprs)
-        step = runs[0].resolve_epoch(e)
-        results[step if step is not None else 0] = result
+    for e in audit_epochs(members, targets, epoch):
+        result = audit_group(targets, chosen, e, reference_runs, layers, fprs)
+        results[max(result.target_epochs.values())] = result
+    doc = _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags)
+    doc["excluded"] = [vars(x) for s in scanned for x in s.excluded]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(doc, indent=2))
+    return doc
+
+
+def _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags) -> dict:
     last_step = max(results)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -80,9 +161,9 @@ def run_audit(
                 str(k): write_outputs(r, fprs, folder / f"epoch_{k:03d}", "")
                 for k, r in results.items()
             }
-            table = epochs_table(client, results)
+            table = epochs_table(client, results, min(fprs))
             table.to_csv(folder / "epochs.csv", index=False)
-            (folder / "epochs.md").write_text(epochs_markdown(table))
+            (folder / "epochs.md").write_text(epochs_markdown(table, min(fprs)))
             doc["epochs_markdown"] = (folder / "epochs.md").read_text()
         doc["markdown"] = (folder / "audit.md").read_text()
         depth = write_depth_outputs(results, layers, folder)
@@ -98,8 +179,6 @@ def run_audit(
         doc["references"] = list(references or [group])
         (folder / "audit.json").write_text(json.dumps(doc, indent=2))  # with every epoch
         doc["run_id"] = log_audit_run(client, exp_id, tags, results, folder)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(doc, indent=2))
     return doc
 
 
@@ -112,8 +191,9 @@ def audit_checkpoint(
     epoch: str = "last",
     attacks: Sequence[str] | None = None,
     layers: Sequence[str] = ("embedding",),
-    fprs: Sequence[float] = (0.001, 0.01),
+    fprs: Sequence[float] = DEFAULT_FPRS,
     output: Path = Path("audit.json"),
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Attack one model given as a checkpoint, with reference groups; returns the JSON doc.
 
@@ -123,7 +203,7 @@ def audit_checkpoint(
     client, exp_id = client_and_experiment(settings)
     found = config_of_run(client, checkpoint) if config is None or keep is None else None
     if (config is None or keep is None) and found is None:
-        raise ValueError(
+        raise UserError(
             f"{checkpoint} is not in a mia-bench run's checkpoint folder: pass --config "
             "(the fit config of the model) and --keep (a .npy bool[N] keep row)"
         )
@@ -132,19 +212,15 @@ def audit_checkpoint(
     signals, data = signals_of_checkpoint(checkpoint, config, tuple(layers))
     keep_row = load_keep_file(keep_path, data.num_examples)
     own_run = checkpoint.resolve().parent.name  # a run is never its own reference
-    reference_runs = [
-        r for g in references for r in group_runs(client, exp_id, g) if r.run_id != own_run
-    ]
+    runs, _ = reference_members(client, exp_id, references, allow_partial)
+    reference_runs = [r for r in runs if r.run_id != own_run]
     target_tags = {f"mia.{k}": str(v) for k, v in data.membership_info().items()}
     check_same_pool(target_tags, reference_runs)
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
     layers = tuple(layers) if needs_embeddings(chosen) else ()
     refs = load_references(reference_runs, epoch, layers, target_keep=keep_row)
-    inputs = build_inputs(signals, refs, keep_row)
-    scores = score_attacks(chosen, inputs, layers)
-    result = AuditResult(epoch=signals.epoch, keep=keep_row, scores=scores)
-    result.per_target[0] = summarize_scores(scores, keep_row, fprs, inputs)
-    result.num_references[0] = 0 if refs is None else len(refs.run_ids)
+    result = AuditResult(epoch=signals.epoch, keep=keep_row)
+    result.per_target[0] = audit_target(signals, keep_row, refs, chosen, fprs, layers)
     result.target_epochs[0] = signals.epoch
     with tempfile.TemporaryDirectory() as tmp:
         doc = write_outputs(result, fprs, Path(tmp), title=f"{checkpoint.name}")

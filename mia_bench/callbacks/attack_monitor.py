@@ -11,14 +11,9 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mia_bench.attacks import get_attack
-from mia_bench.audit.engine import (
-    build_inputs,
-    layer_depth_curve,
-    needs_embeddings,
-    score_attacks,
-    summarize_scores,
-)
+from mia_bench.audit.engine import audit_target, flatten, layer_depth_curve, needs_embeddings
 from mia_bench.callbacks.signal_recorder import SignalRecorder
+from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
 from mia_bench.store.groups import GroupRun, group_runs
@@ -83,7 +78,7 @@ class AttackMonitor(Callback):
     def __init__(
         self,
         attacks: Sequence[str] = DEFAULT_ATTACKS,
-        fprs: Sequence[float] = (0.001, 0.01),
+        fprs: Sequence[float] = DEFAULT_FPRS,
         plot: bool = True,
         references: Sequence[str] | None = None,
         reference_epoch: str = "same",
@@ -153,13 +148,11 @@ class AttackMonitor(Callback):
         keep = trainer.datamodule.keep
         layers = recorder.layers if needs_embeddings(self.attacks) else ()
         refs = self._load_references(trainer, signals.epoch, layers, keep)
-        inputs = build_inputs(signals, refs, keep)
-        scores = score_attacks(self.attacks, inputs, layers)
-        summary = summarize_scores(scores, keep, self.fprs, inputs)
-        metrics = {f"mia/{k}": v for k, v in summary.items()}
+        audit = audit_target(signals, keep, refs, self.attacks, self.fprs, layers)
+        metrics = flatten(audit.metrics, "mia/") | flatten(audit.reports, "mia/")
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
-        self.last_scores, self.last_epoch, self.last_metrics = scores, signals.epoch, metrics
+        self.last_scores, self.last_epoch, self.last_metrics = audit.scores, signals.epoch, metrics
         curve = layer_depth_curve(metrics, recorder.layers, prefix="mia/")
         if len(curve) > 1:
             self.depth_curves[f"epoch {signals.epoch}"] = curve

@@ -185,4 +185,3 @@ def tag_recorded_epochs(trainer: L.Trainer, epochs: Sequence[int]) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, MLFlowLogger) and logger.run_id:
             logger.experiment.set_tag(logger.run_id, "mia.recorded_epochs", value)
-

@@ -8,11 +8,13 @@ split seed; other groups are refused with a clear error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from mia_bench.errors import CorruptArtifactError
 from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.store.groups import GroupRun
 
@@ -54,35 +56,78 @@ class References:
     epochs: list[int]
 
 
+@dataclass(frozen=True)
+class LoadedRun:
+    """One run's keep row and signals at one epoch, loaded once."""
+
+    run: GroupRun
+    epoch: int
+    keep: np.ndarray
+    signals: EpochSignals
+
+
+def load_runs(
+    runs: Sequence[GroupRun], epoch: int | str, layers: Sequence[str] = ()
+) -> list[LoadedRun]:
+    """Load each run's keep row and signals at ``epoch`` (an int, or ``"last"``) once.
+
+    A run without signals of that epoch is left out (a reference that stopped early
+    takes no part); a run whose files are corrupt or unreadable is left out with a
+    warning naming the file and the run (:class:`~mia_bench.errors.CorruptArtifactError`).
+    """
+    loaded = []
+    for run in runs:
+        resolved = run.resolve_epoch(epoch)
+        if resolved is None:
+            continue
+        try:
+            keep = load_keep(run.artifact_dir)
+            signals = load_signals(run.artifact_dir, resolved, layers)
+        except CorruptArtifactError as err:
+            warnings.warn(
+                f"left out run {run.run_index} ({run.run_id}) of group {run.group!r}: {err}",
+                stacklevel=2,
+            )
+            continue
+        loaded.append(LoadedRun(run, resolved, keep, signals))
+    return loaded
+
+
+def stack_references(
+    loaded: Sequence[LoadedRun],
+    target_run_id: str | None = None,
+    target_keep: np.ndarray | None = None,
+) -> References | None:
+    """The loaded runs other than the target, stacked; None when none is left.
+
+    The target's own run, and any run trained on exactly ``target_keep`` (the target's
+    training set: with the same seed it would be the target itself), are left out.
+    """
+    picked = [
+        r
+        for r in loaded
+        if r.run.run_id != target_run_id
+        and (target_keep is None or not np.array_equal(r.keep, target_keep))
+    ]
+    if not picked:
+        return None
+    layers = list(picked[0].signals.embeddings)
+    return References(
+        logits=np.stack([r.signals.logits for r in picked]),  # [R, N, A, C]
+        keep=np.stack([r.keep for r in picked]),  # [R, N]
+        embeddings={
+            layer: np.stack([r.signals.embeddings[layer] for r in picked]) for layer in layers
+        },  # [R, N, D]
+        run_ids=[r.run.run_id for r in picked],
+        epochs=[r.epoch for r in picked],
+    )
+
+
 def load_references(
     runs: Sequence[GroupRun],
     epoch: int | str,
     layers: Sequence[str] = (),
     target_keep: np.ndarray | None = None,
 ) -> References | None:
-    """Stack the signals of ``runs`` at ``epoch`` (an int, or ``"last"``).
-
-    Runs without signals for that epoch are left out (documented behaviour: a
-    reference that has not reached the epoch, or recorded other epochs, does not
-    take part), and so is any run trained on exactly ``target_keep`` (the same
-    training set as the target: with the same seed it would be the target itself).
-    Returns None when no run is left.
-    """
-    picked = [(r, r.resolve_epoch(epoch), load_keep(r.artifact_dir)) for r in runs]
-    picked = [
-        (r, e, k)
-        for r, e, k in picked
-        if e is not None and (target_keep is None or not np.array_equal(k, target_keep))
-    ]
-    if not picked:
-        return None
-    loaded: list[EpochSignals] = [load_signals(r.artifact_dir, e, layers) for r, e, _ in picked]
-    return References(
-        logits=np.stack([s.logits for s in loaded]),  # [R, N, A, C]
-        keep=np.stack([k for _, _, k in picked]),  # [R, N]
-        embeddings={
-            layer: np.stack([s.embeddings[layer] for s in loaded]) for layer in layers
-        },  # [R, N, D]
-        run_ids=[r.run_id for r, _, _ in picked],
-        epochs=[e for _, e, _ in picked],
-    )
+    """Stack the signals of ``runs`` at ``epoch`` (see :func:`load_runs`), or None."""
+    return stack_references(load_runs(runs, epoch, layers), target_keep=target_keep)

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mia_bench.store.groups import group_runs
+from mia_bench.errors import UserError
+from mia_bench.store.groups import scan_group
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 
 
@@ -48,16 +49,37 @@ class Job:
     action: str
 
 
-def plan(settings: MlflowSettings, group: str, runs: Sequence[int]) -> list[Job]:
-    """Decide, from MLflow, which runs to skip, resume or start."""
+def plan(
+    settings: MlflowSettings, group: str, runs: Sequence[int], fingerprint: str | None
+) -> list[Job]:
+    """Decide, from the group's runs in MLflow, which runs to skip, resume or start.
+
+    Members of the group (finished runs of its recipe, :mod:`mia_bench.store.groups`)
+    are skipped; an unfinished fit run of the same recipe is resumed; any other index
+    starts fresh.
+
+    Raises:
+        UserError: the group was trained with another recipe (config fingerprint).
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
-    existing = {r.run_index: r for r in group_runs(client, experiment_id(client, settings), group)}
+    members = scan_group(client, experiment_id(client, settings), group)
+    if members.fingerprint is not None and members.fingerprint != fingerprint:
+        raise UserError(
+            f"group {group!r} was trained with another recipe (config fingerprint "
+            f"{members.fingerprint}; this config's is {fingerprint}): start a new group "
+            "with --group NEW_NAME, or run the group's own config"
+        )
+    done = {r.run_index for r in members.members}
     jobs = []
     for i in runs:
-        run = existing.get(i)
-        action = "fresh" if run is None else "skip" if run.status == "FINISHED" else "resume"
+        unfinished = [
+            r
+            for r in members.slots.get(i, [])
+            if r.status != "FINISHED" and r.tags.get("mia.fingerprint") == fingerprint
+        ]
+        action = "skip" if i in done else "resume" if unfinished else "fresh"
         jobs.append(Job(i, action))
     return jobs
 

@@ -31,8 +31,9 @@ import yaml
 
 from mia_bench.audit.run import run_audit
 from mia_bench.lightning_cli import parse_fit_config
+from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.store.groups import client_and_experiment
-from mia_bench.store.runs import MlflowSettings
+from mia_bench.store.runs import MlflowSettings, config_fingerprint
 from mia_bench.study.compare import compare
 from mia_bench.study.fleet import Fleet, parse_runs, plan
 
@@ -80,7 +81,7 @@ def _audit(doc: dict, settings: MlflowSettings, group: str, refs: list[str] | No
         num_targets=int(opts.get("targets", 4)),
         attacks=opts.get("attacks"),
         references=refs,
-        fprs=opts.get("fprs", (0.001, 0.01)),
+        fprs=opts.get("fprs", DEFAULT_FPRS),
         output=Path(opts.get("output_dir", "audits")) / f"{group}__{label}.json",
         extra_tags={"mia.sweep": doc["name"]},
     )
@@ -96,7 +97,8 @@ def run_sweep(path: Path) -> int:
         args = fit_args(doc, recipe) + [f"--group={name}"]
         config, group = parse_fit_config(args)
         settings = MlflowSettings(**vars(config.mlflow))
-        jobs = plan(settings, group, parse_runs(str(doc["runs"])))
+        fingerprint = config_fingerprint(config.clone().as_dict())
+        jobs = plan(settings, group, parse_runs(str(doc["runs"])), fingerprint)
         log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
         print(f"[sweep {doc['name']}] recipe {name}: {len(jobs)} runs")
         failed += Fleet(args, group, int(doc.get("workers", 1)), log_dir).run(jobs)
