@@ -1,6 +1,6 @@
 """Views of an example: train-time augmentations and the query views of signals.
 
-**Train-time augmentations** (seed 001: each one lowers LiRA's TPR at 0.1% FPR, their
+**Train-time augmentations** (Rahmani et al. 2026: each one lowers LiRA's TPR at 0.1% FPR, their
 combination most) are named and composable; :func:`train_augmentation` turns a list of
 names into one picklable callable on uint8 ``[H, W, C]`` images:
 
@@ -12,7 +12,7 @@ names into one picklable callable on uint8 ``[H, W, C]`` images:
 * ``mirror``: horizontal flip with probability 0.5;
 * ``cutout``: one 16x16 hole filled with 0 (albumentations' ``CoarseDropout``; the hole
   always lies inside the image);
-* ``all``: the four together ("all techniques" of seed 001).
+* ``all``: the four together ("all techniques" of Rahmani et al. 2026).
 
 They always run in the order of :data:`TRAIN_AUGMENTATIONS`, whatever the order of the
 names: autoaugment, crop, mirror, cutout. This is the order of AutoAugment's reference

@@ -2,7 +2,7 @@
 
 Per epoch it reports ``train/acc``, ``train/loss`` (over the run's members, as seen
 while training), ``test/acc``, ``test/loss`` (over the run's OUT half of the pool),
-and the generalization gaps of seed 001 (eqs. 3-4): ``gap/acc = train/acc - test/acc``
+and the generalization gaps of Rahmani et al. 2026 (eqs. 3-4): ``gap/acc = train/acc - test/acc``
 and ``gap/loss = test/loss - train/loss``.
 """
 

@@ -1,4 +1,4 @@
-"""Property inference from a target's layer embeddings (seed 000, arXiv 2401.13854).
+"""Property inference from a target's layer embeddings (Embedding Attack Project, arXiv 2401.13854).
 
 The attacker holds auxiliary data: pool examples outside the target's training set
 (its non-members), whose property it knows. For each hooked layer it trains an attack
@@ -8,8 +8,8 @@ embeddings. The property is one the target was not trained for (CelebA's other
 attributes, IMDb's star rating), so what the attack model reaches above the majority
 baseline is what that layer leaks about it.
 
-Seed 000 reports that shallower layers leak more facial attributes on CelebA; one
-metric per layer puts the depths side by side.
+The Embedding Attack Project reports that shallower layers leak more facial attributes
+on CelebA; one metric per layer puts the depths side by side.
 
 The attack model is a standardized logistic regression (or a one-hidden-layer MLP);
 layers wider than ``max_dim`` are first projected on their ``max_dim`` principal

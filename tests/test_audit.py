@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -144,10 +145,12 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
 
 
 @pytest.mark.slow
-def test_references_from_another_pool_are_refused(in_group):
+def test_references_from_another_pool_are_refused(in_group, capsys):
     main(["fleet", "--runs", "0:2", "--group", "other_seed", *TINY, "--data.split_seed=7"])
-    with pytest.raises(ValueError, match="split_seed.*same pool"):
-        main(["audit", "--group", "g", "--references", "other_seed", "--attacks", "loss"])
+    capsys.readouterr()
+    audit = ["audit", "--group", "g", "--references", "other_seed", "--attacks", "loss"]
+    assert main([*audit, "--allow-partial"]) == 2  # other_seed trained 2 of its 4 runs
+    assert re.search("split_seed.*same pool", capsys.readouterr().err)
     client, exp_id = client_and_experiment(MlflowSettings())
     assert len(group_runs(client, exp_id, "other_seed")) == 2
 
@@ -187,11 +190,11 @@ def test_checkpoint_audit_recomputes_the_recorded_signals(in_group):
     assert doc["attacks"]["lira_online"]["num_targets"] == 1
 
 
-def test_checkpoint_outside_a_run_needs_config_and_keep(in_tmp, tmp_path):
+def test_checkpoint_outside_a_run_needs_config_and_keep(in_tmp, tmp_path, capsys):
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"")
-    with pytest.raises(ValueError, match="pass --config"):
-        main(["audit", "--checkpoint", str(ckpt), "--references", "g"])
+    assert main(["audit", "--checkpoint", str(ckpt), "--references", "g"]) == 2
+    assert "pass --config" in capsys.readouterr().err
 
 
 @pytest.mark.slow

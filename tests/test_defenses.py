@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -379,25 +383,29 @@ def _epsilons(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 def test_dp_sgd_fit_logs_epsilon_checkpoints_and_resumes(store):
+    """Killed (``kill -9``) in epoch 1 and resumed, the accountant continues from epoch 0."""
     args = ["fit", "-c", QUICKSTART, "-c", _defense("dp_sgd"), "--group=dp", *TINY]
-    main([*args, "--trainer.max_epochs=2"])
+    killpoints = Path(__file__).parent / "store" / "killpoints"
+    env = os.environ | {"MIA_KILL_AT": "epoch", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(killpoints), env.get("PYTHONPATH")] if p)
+    command = [sys.executable, "-m", "mia_bench", *args, "--trainer.max_epochs=3"]
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     client, run = _group(store, "dp")
+    assert [step for step, _ in _epsilons(client, run.info.run_id)] == [0]
+    last = store / "mlruns" / "checkpoints" / run.info.run_id / "last.ckpt"
+    assert load_weights(Classifier(partial(MLP, hidden=[32])), last) == 0  # plain keys
+
+    assert main([*args, "--trainer.max_epochs=3", "--ckpt_path=last"]) == 0
     batches = _members_loader_length()
     eps = _epsilons(client, run.info.run_id)
-    assert [step for step, _ in eps] == [0, 1] and eps[0][1] < eps[1][1]
+    assert [step for step, _ in eps] == [0, 1, 2] and eps[0][1] < eps[1][1] < eps[2][1]
     for epoch, value in eps:
         expected = _rdp_epsilon(1.0, 1 / batches, (epoch + 1) * batches, 1e-5)
         assert value == pytest.approx(expected, rel=1e-9)
     art = local_artifact_dir(run.info.artifact_uri)
-    assert list_epochs(art) == [0, 1]
+    assert list_epochs(art) == [0, 1, 2]
     assert load_signals(art, 1, ["embedding"]).embeddings["embedding"].shape == (1797, 32)
-    last = store / "mlruns" / "checkpoints" / run.info.run_id / "last.ckpt"
-    assert load_weights(Classifier(partial(MLP, hidden=[32])), last) == 1  # plain keys
-
-    main([*args, "--trainer.max_epochs=3", "--ckpt_path=last"])
-    eps = _epsilons(client, run.info.run_id)
-    assert [step for step, _ in eps] == [0, 1, 2]
-    assert eps[2][1] == pytest.approx(_rdp_epsilon(1.0, 1 / batches, 3 * batches, 1e-5))
 
 
 @pytest.mark.slow

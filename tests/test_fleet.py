@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mia_bench.store.artifacts import list_epochs, load_keep, load_signals
-from mia_bench.store.groups import client_and_experiment, group_runs
+from mia_bench.store.groups import client_and_experiment, group_runs, scan_group
 from mia_bench.store.runs import MlflowSettings
 from mia_bench.study.fleet import parse_runs
 
@@ -65,7 +65,7 @@ def test_killed_fleet_resumes_without_training_twice(in_tmp):
     _kill_when_second_run_is_midway(in_tmp)
     settings = MlflowSettings()
     client, exp_id = client_and_experiment(settings)
-    before = {r.run_index: r for r in group_runs(client, exp_id, "killed")}
+    before = {i: runs[0] for i, runs in scan_group(client, exp_id, "killed").slots.items()}
     assert before[0].status == "FINISHED" and before[1].status == "RUNNING"
     assert not (Path(_checkpoints(in_tmp)[1]) / "epoch_011.ckpt").exists()
     first_history = client.get_metric_history(before[0].run_id, "train/acc")

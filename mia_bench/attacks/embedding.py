@@ -1,4 +1,4 @@
-"""Embedding-based NN attack of the Embedding Attack Project (seed 000, arXiv 2401.13854).
+"""Embedding-based NN attack of the Embedding Attack Project (arXiv 2401.13854).
 
 An attack model is trained on one layer's embeddings of the reference models (pair
 ``(r, n)``: features ``ref_embeddings[layer][r, n]``, label ``ref_keep[r, n]``) and scores

@@ -1,6 +1,6 @@
 """Neighbourhood comparison: a record's loss against that of its neighbours.
 
-Seed 000 (open question 3) asks how an attack that compares a record with its
+The Embedding Attack Project (open question 3) asks how an attack that compares a record with its
 neighbourhood fares against loss- and embedding-based attacks. The loss attack ranks
 records by loss alone, so hard non-members look like members when they are easy and
 vice versa; comparing with similar records calibrates the difficulty away, as

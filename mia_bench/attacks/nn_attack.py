@@ -13,7 +13,7 @@ the shadow models; the target's membership is never seen.
   layer of 50 tanh units, Adam with learning rate 0.01, batch 100, 50 epochs, L2 1e-6);
   the code's default ``softmax`` attack is the same net without the hidden layer.
 * ``nn_loss`` / ``nn_prediction``: the loss-based and prediction-based NN attacks of the
-  Embedding Attack Project (seed 000, arXiv 2401.13854): one model for all classes on
+  Embedding Attack Project (arXiv 2401.13854): one model for all classes on
   the per-view loss, or on the per-view sorted top-k softmax vector plus the true-label
   probability (sorting makes the features class-agnostic, as in ML-Leaks, Salem et al.
   NDSS 2019). The report does not fix the attack net; we use one hidden layer of 64 ReLU
@@ -223,7 +223,8 @@ def nn_attack(
     balance: bool = True,
     seed: int = 0,
 ) -> np.ndarray:
-    """One attack model for all classes on ``features`` of the logits (seed 000's NN MIAs).
+    """One attack model for all classes on ``features`` of the logits (the NN MIAs of the
+    Embedding Attack Project).
 
     Args:
         inputs: target logits ``[N, A, C]``, labels, ``ref_logits [R, N, A, C]``, ``ref_keep``.

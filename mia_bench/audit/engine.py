@@ -66,8 +66,8 @@ def score_attacks(
 
     With ``nn_embedding`` (or ``neighbourhood``) among the attacks and more layers in
     ``sweep_layers``, the attack also runs on each other layer, as
-    ``nn_embedding_<layer>`` (``neighbourhood_<layer>``): seed 000's per-layer sweep,
-    which depth leaks the most membership.
+    ``nn_embedding_<layer>`` (``neighbourhood_<layer>``): the Embedding Attack Project's
+    per-layer sweep, which depth leaks the most membership.
     """
     views = inputs.logits.shape[1]
     usable = [

@@ -53,10 +53,10 @@ class AttackMonitor(Callback):
     log-log ROC plot of all attacks of the last recorded epoch is saved as the run
     artifact ``roc/epoch_XXX.png``.
 
-    Layer-depth leakage (seed 000): with ``nn_embedding`` among the attacks and several
-    layers recorded by the SignalRecorder, the embedding attack runs at every recorded
-    layer (``mia/nn_embedding_<layer>/...``, needs references), and at the end of fit
-    ``mia_depth.png`` plots its AUC against layer depth, one line per recorded epoch.
+    Layer-depth leakage (Embedding Attack Project): with ``nn_embedding`` among the attacks
+    and several layers recorded by the SignalRecorder, the embedding attack runs at every
+    recorded layer (``mia/nn_embedding_<layer>/...``, needs references), and at the end of
+    fit ``mia_depth.png`` plots its AUC against layer depth, one line per recorded epoch.
 
     With ``references`` (names of groups in the same MLflow experiment), attacks that
     need reference models (LiRA, RMIA, ...) run too. At each epoch the references'

@@ -38,7 +38,7 @@ def select_properties(available: dict[str, np.ndarray], names: Sequence[str]) ->
 
 
 class PropertyMonitor(Callback):
-    """Property inference (seed 000) on the recorded layers, at every recorded epoch.
+    """Property inference (Embedding Attack Project) on the recorded layers, every epoch.
 
     For each property and each layer the SignalRecorder captures, an attack model is
     trained on the target's embeddings of its non-members (the attacker's auxiliary

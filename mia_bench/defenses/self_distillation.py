@@ -1,6 +1,6 @@
 """Noisy self-distillation: the student learns a teacher's noised soft labels.
 
-Seed 000 (arXiv:2401.13854) names noisy self-distillation as a defense against
+The Embedding Attack Project (arXiv:2401.13854) names noisy self-distillation as a defense against
 membership inference; the recipe follows knowledge distillation (Hinton, Vinyals,
 Dean, "Distilling the Knowledge in a Neural Network", 2015), self-distillation as a
 defense (Zheng et al., "Resisting Membership Inference Attacks through Knowledge

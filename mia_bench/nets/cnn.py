@@ -1,4 +1,4 @@
-"""The small CNN for 32x32 images (seed 000's CIFAR-10 / CelebA target)."""
+"""The small CNN for 32x32 images (the Embedding Attack Project's CIFAR-10 / CelebA target)."""
 
 from __future__ import annotations
 

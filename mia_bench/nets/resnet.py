@@ -1,4 +1,4 @@
-"""ResNet-18 with the CIFAR stem (seed 001's target model)."""
+"""ResNet-18 with the CIFAR stem (Rahmani et al.'s target model)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia_bench.errors import CorruptArtifactError
+from mia_bench.errors import CorruptArtifactError, UserError
 from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.store.groups import GroupRun
 
@@ -25,12 +25,12 @@ def check_same_pool(target_tags: dict[str, str], refs: Sequence[GroupRun]) -> No
     """Refuse references whose pool differs from the target's.
 
     Raises:
-        ValueError: naming the reference group and the tag that differs.
+        UserError: naming the reference group and the tag that differs.
     """
     for ref in refs:
         for tag in POOL_TAGS:
             if ref.tags.get(tag) != target_tags.get(tag):
-                raise ValueError(
+                raise UserError(
                     f"reference group {ref.group!r} (run {ref.run_index}) has {tag}="
                     f"{ref.tags.get(tag)!r} but the target has {target_tags.get(tag)!r}: "
                     "references must be trained on the same pool with the same split seed."

@@ -99,6 +99,7 @@ FINGERPRINT_IGNORES = (
     "data.init_args.download",
     "data.init_args.num_workers",
     "ckpt_path",
+    "weights_only",
     "config",
     "group",
     "mlflow",

@@ -7,7 +7,7 @@ generalization gap, and writes
 * a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at 0.1%
   FPR per attack with the spread over targets) as markdown and CSV;
 * scatters of TPR at 0.1% FPR against the train-test accuracy gap and the loss gap,
-  coloured by test accuracy, one point per audited target (seed 001, Figs. 5-7).
+  coloured by test accuracy, one point per audited target (Rahmani et al. 2026, Figs. 5-7).
 """
 
 from __future__ import annotations

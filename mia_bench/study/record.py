@@ -1,9 +1,9 @@
 """Record more layers of a finished group, from its per-epoch checkpoints.
 
 A group trained with ``--signals.layers [embedding]`` can still be swept layer by layer
-(seed 000's depth question): each run's checkpoint of the epoch is reloaded with the
-config logged with the run, the pool is scored once more with forward hooks on the new
-layers, and their embeddings are written next to the recorded ones
+(the Embedding Attack Project's depth question): each run's checkpoint of the epoch is
+reloaded with the config logged with the run, the pool is scored once more with forward
+hooks on the new layers, and their embeddings are written next to the recorded ones
 (``embeddings/epoch_XXX/<layer>.npy``, atomically). The recorded logits are the check:
 the reloaded model must reproduce them, or nothing is written for that run.
 """

@@ -16,6 +16,8 @@ is not redone), and finally all of them are compared with ``mia-bench compare``:
       distill: {configs: [lightning_configs/defense/self_distillation.yaml],
                 args: ["--model.defense.init_args.teacher_group=none"]}
     audit: {epoch: all, targets: 8, attacks: [loss, lira_online_fixed_var]}
+                                      # runs covering only part of --data.num_runs: the
+                                      # audits use the runs trained (allow_partial)
     extra_audits:                     # e.g. an attacker who did not know the recipe
       - {group: crop, references: [none]}
     compare: {attacks: [loss, lira_online_fixed_var], output_dir: docs/results/recipes,
@@ -68,7 +70,18 @@ def _audited(settings: MlflowSettings, sweep: str, group: str, refs: str) -> boo
     return bool(client.search_runs([exp_id], filter_string=query, max_results=1))
 
 
-def _audit(doc: dict, settings: MlflowSettings, group: str, refs: list[str] | None) -> None:
+def _covers_groups(doc: dict, config) -> bool:
+    """Whether the sweep's ``runs`` are every run index of its groups.
+
+    A sweep that trains only some of ``--data.num_runs`` chose so explicitly; its audits
+    then use the runs it trained (``allow_partial``), which the fleet has just finished.
+    """
+    return set(parse_runs(str(doc["runs"]))) == set(range(config.data.init_args.num_runs))
+
+
+def _audit(
+    doc: dict, settings: MlflowSettings, group: str, refs: list[str] | None, partial: bool
+) -> None:
     label = ",".join(refs or [group])
     if _audited(settings, doc["name"], group, label):
         print(f"[sweep {doc['name']}] audit of {group} (references {label}): done before")
@@ -84,6 +97,7 @@ def _audit(doc: dict, settings: MlflowSettings, group: str, refs: list[str] | No
         fprs=opts.get("fprs", DEFAULT_FPRS),
         output=Path(opts.get("output_dir", "audits")) / f"{group}__{label}.json",
         extra_tags={"mia.sweep": doc["name"]},
+        allow_partial=partial or bool(opts.get("allow_partial", False)),
     )
     print(f"[sweep {doc['name']}] audit of {group} (references {label}): logged")
 
@@ -92,23 +106,24 @@ def run_sweep(path: Path) -> int:
     """Train, audit and compare every recipe of the sweep; returns failed runs."""
     doc = load_sweep(path)
     failed = 0
-    settings = None
+    settings, partial = None, False
     for name, recipe in doc["recipes"].items():
         args = fit_args(doc, recipe) + [f"--group={name}"]
         config, group = parse_fit_config(args)
         settings = MlflowSettings(**vars(config.mlflow))
         fingerprint = config_fingerprint(config.clone().as_dict())
+        partial = partial or not _covers_groups(doc, config)
         jobs = plan(settings, group, parse_runs(str(doc["runs"])), fingerprint)
         log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
         print(f"[sweep {doc['name']}] recipe {name}: {len(jobs)} runs")
         failed += Fleet(args, group, int(doc.get("workers", 1)), log_dir).run(jobs)
         if not failed:
-            _audit(doc, settings, group, None)
+            _audit(doc, settings, group, None, not _covers_groups(doc, config))
     if failed:
         print(f"[sweep {doc['name']}] {failed} runs failed: fix and run the sweep again")
         return failed
     for extra in doc.get("extra_audits", []):
-        _audit(doc, settings, extra["group"], list(extra["references"]))
+        _audit(doc, settings, extra["group"], list(extra["references"]), partial)
     opts = doc.get("compare", {})
     compare(
         settings,

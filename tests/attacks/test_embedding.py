@@ -1,4 +1,4 @@
-"""Embedding-based NN attack (seed 000): one layer, the layer sweep, PCA for wide layers."""
+"""Embedding-based NN attack (Embedding Attack Project): one layer, the sweep, PCA."""
 
 from __future__ import annotations
 

@@ -5,7 +5,9 @@ Put this folder on ``PYTHONPATH`` and set ``MIA_KILL_AT`` to one of
 * ``epoch``: during the training batches of epoch 1;
 * ``signals``: while epoch 1's signals file is being written (half of it on disk);
 * ``last``: after ``epoch_001.ckpt`` is in place, before ``last.ckpt`` points at it;
-* ``commit``: after both checkpoint files, before epoch 1's metrics reach MLflow.
+* ``commit``: after both checkpoint files, before epoch 1's metrics reach MLflow;
+* ``diskfull``: the disk fills up while ``epoch_001.ckpt`` is written (half of it is on
+  disk when the write fails with ENOSPC); the process is not killed but fails.
 
 The process sends itself SIGKILL at that point, exactly as ``kill -9`` would.
 """
@@ -66,6 +68,22 @@ def _install() -> None:
             return commit(self, epoch)
 
         BufferedMLFlowLogger.commit = commit_or_die
+    elif PHASE == "diskfull":
+        import errno
+
+        from lightning.pytorch import Trainer
+
+        save = Trainer.save_checkpoint
+
+        def save_checkpoint(self, filepath, *args, **kwargs):
+            if "epoch_001" in str(filepath):
+                save(self, filepath, *args, **kwargs)
+                with open(filepath, "rb+") as f:
+                    f.truncate(f.seek(0, 2) // 2)
+                raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+            return save(self, filepath, *args, **kwargs)
+
+        Trainer.save_checkpoint = save_checkpoint
 
 
 if PHASE:

@@ -1,4 +1,5 @@
-"""Seed 000's targets through the real CLI, each on small generated data of its real format.
+"""The Embedding Attack Project's targets through the real CLI, on small generated data
+of each real format.
 
 Every pair trains with `mia-bench fit -c lightning_configs/<pair>.yaml`, records its
 configured layers and is attacked per epoch; the text pairs carry token ids through the

@@ -1,6 +1,6 @@
 """Per-epoch tables of the seed-000 text groups, from what their fits logged in MLflow.
 
-    python docs/results/seed000_targets/tables.py   (from the repository root)
+    python docs/results/embedding_attack_targets/tables.py   (from the repository root)
 
 Writes ``<group>_epochs.md`` (mean over the group's runs of train/test accuracy and the
 fit-time loss attack, per recorded epoch) and, for groups with property inference,
