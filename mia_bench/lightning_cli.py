@@ -9,6 +9,7 @@ are always on, and every run is an MLflow run tagged with its place in the group
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,17 @@ class _ParseOnlyCLI(MiaCLI):
         pass
 
 
-def _parse_only(fit_args: list[str]) -> _ParseOnlyCLI:
-    return _ParseOnlyCLI(
+class _ConfigFileCLI(_ParseOnlyCLI):
+    """Parses a fit config as written or as ``fit`` logged it (with fit's own keys)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        for key, kind in (("ckpt_path", str | None), ("weights_only", bool | None)):
+            parser.add_argument(f"--{key}", type=kind, default=None, help="fit's own; ignored")
+
+
+def _parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> MiaCLI:
+    return cli_class(
         Classifier,
         MembershipDataModule,
         subclass_mode_data=True,
@@ -163,9 +173,20 @@ def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
     return cli.config, cli.group_name()
 
 
-def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataModule]:
-    """The model and data module a mia-bench fit config describes."""
-    cli = _parse_only(["-c", str(config)])
+def instantiate_from_config(
+    config: Path, overrides: Sequence[str] = ()
+) -> tuple[Classifier, MembershipDataModule]:
+    """The model and data module a mia-bench fit config describes.
+
+    The file is parsed where it is, so that its relative references (``data:
+    data/digits.yaml``) resolve against its own folder; it may be a shipped config or
+    the ``config.yaml`` a fit logged (whose ``ckpt_path``/``weights_only`` are ignored).
+
+    Args:
+        config: a fit config file.
+        overrides: further fit arguments, e.g. ``["--data.root=DIR"]``.
+    """
+    cli = _parse_only(["-c", str(config), *overrides], _ConfigFileCLI)
     init = cli.parser.instantiate_classes(cli.config)
     return init.model, init.data
 

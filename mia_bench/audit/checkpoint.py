@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 
 from mia_bench.callbacks.signal_recorder import compute_signals
@@ -52,7 +51,7 @@ def signals_of_checkpoint(
     """Signals of the checkpoint's model on its pool, and the instantiated data module."""
     from mia_bench.lightning_cli import instantiate_from_config
 
-    model, data = instantiate_from_config(fit_only(config))
+    model, data = instantiate_from_config(config)
     epoch = load_weights(model, checkpoint)
     data.setup("fit")
     signals = compute_signals(
@@ -70,13 +69,3 @@ def load_keep_file(path: Path, num_examples: int) -> np.ndarray:
             f"on that pool example), got {keep.dtype}{list(keep.shape)}"
         )
     return keep
-
-
-def fit_only(config: Path) -> Path:
-    """A copy of a logged fit config without the keys only ``fit`` knows."""
-    doc = yaml.safe_load(Path(config).read_text())
-    for key in ("ckpt_path", "weights_only", "config"):
-        doc.pop(key, None)
-    out = Path(tempfile.mkdtemp(prefix="mia-config-")) / "config.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    return out
