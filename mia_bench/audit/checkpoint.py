@@ -15,7 +15,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from mia_bench.callbacks.signal_recorder import compute_signals
-from mia_bench.store.artifacts import EpochSignals
+from mia_bench.errors import UserError
+from mia_bench.store.artifacts import EpochSignals, read_npy
 
 
 def config_of_run(client: MlflowClient, checkpoint: Path) -> tuple[Path, Path] | None:
@@ -61,10 +62,15 @@ def signals_of_checkpoint(
 
 
 def load_keep_file(path: Path, num_examples: int) -> np.ndarray:
-    """A keep row from ``.npy`` (bool[N]), checked against the pool size."""
-    keep = np.load(path, allow_pickle=False)
+    """A keep row from ``.npy`` (bool[N]), checked against the pool size.
+
+    Raises:
+        CorruptArtifactError: the file is missing or unreadable.
+        UserError: it holds anything but ``bool[num_examples]``.
+    """
+    keep = read_npy(path)
     if keep.dtype != bool or keep.shape != (num_examples,):
-        raise ValueError(
+        raise UserError(
             f"{path} must hold the model's keep row, bool[{num_examples}] (True = trained "
             f"on that pool example), got {keep.dtype}{list(keep.shape)}"
         )
