@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
+from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.store.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
@@ -90,6 +91,12 @@ class MiaCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check the design and views before anything is built or seeded."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        check_fit_config(self.config[subcommand] if subcommand else self.config)
+
     def _set_seed(self) -> None:
         """Seed each run with ``seed_everything + run_index``.
 
@@ -122,6 +129,7 @@ class MiaCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()
+        check_layers(self.model.net, init["signals"].layers)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         ckpt_path = init.get("ckpt_path")
         info = self.datamodule.membership_info()
