@@ -3,4 +3,4 @@
 from mia_bench.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

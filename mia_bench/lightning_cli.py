@@ -9,6 +9,7 @@ are always on, and every run is an MLflow run tagged with its place in the group
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
+from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
@@ -89,6 +91,12 @@ class MiaCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check the design and views before anything is built or seeded."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        check_fit_config(self.config[subcommand] if subcommand else self.config)
+
     def _set_seed(self) -> None:
         """Seed each run with ``seed_everything + run_index``.
 
@@ -126,6 +134,7 @@ class MiaCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()
+        check_layers(self.model.net, init["signals"].layers)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"
         info = self.datamodule.membership_info()
@@ -165,8 +174,17 @@ class _ParseOnlyCLI(MiaCLI):
         pass
 
 
-def _parse_only(fit_args: list[str]) -> _ParseOnlyCLI:
-    return _ParseOnlyCLI(
+class _ConfigFileCLI(_ParseOnlyCLI):
+    """Parses a fit config as written or as ``fit`` logged it (with fit's own keys)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        for key, kind in (("ckpt_path", str | None), ("weights_only", bool | None)):
+            parser.add_argument(f"--{key}", type=kind, default=None, help="fit's own; ignored")
+
+
+def _parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> MiaCLI:
+    return cli_class(
         Classifier,
         MembershipDataModule,
         subclass_mode_data=True,
@@ -183,9 +201,20 @@ def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
     return cli.config, cli.group_name()
 
 
-def instantiate_from_config(config: Path) -> tuple[Classifier, MembershipDataModule]:
-    """The model and data module a mia-bench fit config describes."""
-    cli = _parse_only(["-c", str(config)])
+def instantiate_from_config(
+    config: Path, overrides: Sequence[str] = ()
+) -> tuple[Classifier, MembershipDataModule]:
+    """The model and data module a mia-bench fit config describes.
+
+    The file is parsed where it is, so that its relative references (``data:
+    data/digits.yaml``) resolve against its own folder; it may be a shipped config or
+    the ``config.yaml`` a fit logged (whose ``ckpt_path``/``weights_only`` are ignored).
+
+    Args:
+        config: a fit config file.
+        overrides: further fit arguments, e.g. ``["--data.root=DIR"]``.
+    """
+    cli = _parse_only(["-c", str(config), *overrides], _ConfigFileCLI)
     init = cli.parser.instantiate_classes(cli.config)
     return init.model, init.data
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from mlflow.tracking import MlflowClient
 
 from mia_bench.callbacks.signal_recorder import compute_signals
-from mia_bench.store.artifacts import EpochSignals
+from mia_bench.errors import UserError
+from mia_bench.store.artifacts import EpochSignals, read_npy
 
 
 def config_of_run(client: MlflowClient, checkpoint: Path) -> tuple[Path, Path] | None:
@@ -52,7 +52,7 @@ def signals_of_checkpoint(
     """Signals of the checkpoint's model on its pool, and the instantiated data module."""
     from mia_bench.lightning_cli import instantiate_from_config
 
-    model, data = instantiate_from_config(fit_only(config))
+    model, data = instantiate_from_config(config)
     epoch = load_weights(model, checkpoint)
     data.setup("fit")
     signals = compute_signals(
@@ -62,21 +62,16 @@ def signals_of_checkpoint(
 
 
 def load_keep_file(path: Path, num_examples: int) -> np.ndarray:
-    """A keep row from ``.npy`` (bool[N]), checked against the pool size."""
-    keep = np.load(path, allow_pickle=False)
+    """A keep row from ``.npy`` (bool[N]), checked against the pool size.
+
+    Raises:
+        CorruptArtifactError: the file is missing or unreadable.
+        UserError: it holds anything but ``bool[num_examples]``.
+    """
+    keep = read_npy(path)
     if keep.dtype != bool or keep.shape != (num_examples,):
-        raise ValueError(
+        raise UserError(
             f"{path} must hold the model's keep row, bool[{num_examples}] (True = trained "
             f"on that pool example), got {keep.dtype}{list(keep.shape)}"
         )
     return keep
-
-
-def fit_only(config: Path) -> Path:
-    """A copy of a logged fit config without the keys only ``fit`` knows."""
-    doc = yaml.safe_load(Path(config).read_text())
-    for key in ("ckpt_path", "weights_only", "config"):
-        doc.pop(key, None)
-    out = Path(tempfile.mkdtemp(prefix="mia-config-")) / "config.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    return out

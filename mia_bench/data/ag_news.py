@@ -16,13 +16,24 @@ from typing import Any
 
 import numpy as np
 
-from mia_bench.data.download import check_md5, ensure_file, missing_file_error, tar_member
+from mia_bench.data.download import (
+    CorruptDataError,
+    check_md5,
+    ensure_file,
+    missing_file_error,
+    reading,
+    tar_member,
+)
 from mia_bench.data.tabular import shift_labels
 from mia_bench.data.text import TextMembershipDataModule
 
 URL = "https://s3.amazonaws.com/fast-ai-nlp/ag_news_csv.tgz"
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 SPLITS = ("train", "test")
+REFETCH = (
+    f"replace it with the original file, or delete it and pass --data.download true to "
+    f"extract it again from {URL}"
+)
 CSV_MD5 = {"train": "b1a00f826fdfbd249f79597b59e1dc12", "test": "d52ea96a97a2d943681189a97654912d"}
 
 
@@ -39,18 +50,21 @@ def read_ag_news_csv(path: Path) -> tuple[list[str], np.ndarray]:
     """One split's file (``.csv`` or ``.csv.gz``) as ``(texts, labels int64[N] in 0..3)``.
 
     Raises:
-        ValueError: if a row does not have 3 fields or a class index is not 1..4.
+        CorruptDataError: if the file is truncated or damaged, or a row does not have 3
+            fields.
+        ValueError: if a class index is not 1..4.
     """
     opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
+    with reading(path, REFETCH), opener(path, "rt", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     bad = next((i for i, row in enumerate(rows) if len(row) != 3 or not row[0].isdigit()), None)
     if bad is not None or not rows:
         found = rows[bad][:3] if bad is not None else "no rows"
-        raise ValueError(
-            f"{path}: row {0 if bad is None else bad + 1} is {found}, expected 3 fields "
-            "(class index 1-4, title, description). Is it a file of the ag_news_csv "
-            f"release ({URL})?"
+        raise CorruptDataError(
+            path,
+            f"row {0 if bad is None else bad + 1} is {found}, expected 3 fields (class "
+            "index 1-4, title, description): is it a whole file of the ag_news_csv release?",
+            REFETCH,
         )
     labels = shift_labels(np.array([float(row[0]) for row in rows]), len(CLASSES), str(path))
     return [news_text(title, description) for _, title, description in rows], labels

@@ -2,23 +2,98 @@
 
 Nothing here touches the network unless ``download=True`` was passed and the file is
 missing. Downloads are atomic (written to ``<file>.part``, then renamed), so a killed
-download never leaves a file that reads as whole.
+download never leaves a file that reads as whole. A file that is there but does not read
+whole (a download cut short and copied anyway, a damaged disk) raises
+:class:`CorruptDataError`, which names it and says how to fetch it again; a cache that
+does not read whole is only ignored (:func:`read_npz_cache`), and rebuilt by its caller.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import logging
 import os
 import shutil
 import stat
 import tarfile
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import numpy as np
+from pandas.errors import EmptyDataError, ParserError
+
+from mia_bench.errors import UserError
+
 USER_AGENT = "mia-bench"
+log = logging.getLogger(__name__)
+DAMAGE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, csv.Error, UnicodeError)
+"""What reading a truncated or damaged archive, gzip or CSV raises (besides pandas')."""
+
+
+class CorruptDataError(UserError):
+    """A dataset file that is there but does not read whole, or is not the expected file.
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, path: Path, problem: str, advice: str) -> None:
+        self.path = Path(path)
+        problem = " ".join(problem.split())  # tarfile's messages span lines
+        super().__init__(f"{self.path}: {problem}; {advice}")
+
+
+@contextmanager
+def reading(path: Path, advice: str) -> Iterator[None]:
+    """Report a damaged file read inside the block as one :class:`CorruptDataError`.
+
+    Args:
+        path: the file being read.
+        advice: how to get a whole copy, e.g. the URL and ``--data.download true``.
+    """
+    try:
+        yield
+    except (PermissionError, FileNotFoundError):
+        raise
+    except (*DAMAGE_ERRORS, ParserError, EmptyDataError) as err:
+        problem = f"is truncated or damaged ({type(err).__name__}: {err})"
+        raise CorruptDataError(path, problem, advice) from err
+
+
+def refetch_advice(url: str | None) -> str:
+    """How to replace a damaged file.
+
+    >>> refetch_advice("https://e.org/x.tgz")
+    'delete it and download it again from https://e.org/x.tgz (--data.download true)'
+    """
+    if url is None:
+        return "replace it with a whole copy of the original file"
+    return f"delete it and download it again from {url} (--data.download true)"
+
+
+def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """Every array of an ``.npz`` cache; None if it is absent or does not read whole.
+
+    A cache only saves time, so a damaged one (truncated, empty, a flipped byte caught by
+    the zip CRC, a broken header) is logged and ignored: the caller rebuilds it.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}  # reads and CRC-checks every array
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged file fails in any of numpy's layers
+        log.warning(
+            "ignoring unreadable cache %s (%s: %s); rebuilding it", path, type(err).__name__, err
+        )
+        return None
 
 
 def missing_file_error(path: Path, url: str | None, hint: str = "") -> FileNotFoundError:
@@ -60,15 +135,16 @@ def md5sum(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def check_md5(path: Path, md5: str | None) -> None:
-    """Raise ``ValueError`` naming the file if its md5 is not ``md5`` (None: no check)."""
+    """Raise :class:`CorruptDataError` naming the file if its md5 is not ``md5`` (None: none)."""
     if md5 is None:
         return
     actual = md5sum(path)
     if actual != md5:
-        raise ValueError(
-            f"{path} is corrupted or not the expected file: md5 {actual}, expected {md5}. "
-            "Delete it and download it again (--data.download true), or replace it with "
-            "the original file."
+        raise CorruptDataError(
+            path,
+            f"is corrupted or not the expected file (md5 {actual}, expected {md5})",
+            "delete it and download it again (--data.download true), or replace it with "
+            "the original file",
         )
 
 
@@ -100,7 +176,7 @@ def ensure_file(path: Path, url: str | None, download: bool, md5: str | None = N
     Raises:
         FileNotFoundError: if the file is missing and cannot or may not be downloaded;
             the message names the path, the URL and what to do.
-        ValueError: if the file's md5 does not match.
+        CorruptDataError: if the file's md5 does not match (a ``ValueError``).
     """
     path = Path(path)
     if path.is_file():

@@ -6,7 +6,8 @@ later load (a second). The cache is written only where the folder is writable
 (:func:`mia_bench.data.download.is_writable_folder`), atomically (a temporary file in
 the same folder, then ``os.replace``), so a killed run never leaves a cache that reads
 as whole and two runs building it at once never read each other's half-written file.
-A cache that cannot be read, or that holds images of another size, is rebuilt. Delete
+A cache that does not read whole (truncated, empty, damaged), or that holds images of
+another size, is rebuilt. Delete
 the file to force a rebuild (for example after changing the source images).
 """
 
@@ -15,14 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from mia_bench.data.download import is_writable_folder
+from mia_bench.data.download import is_writable_folder, read_npz_cache
 
 log = logging.getLogger(__name__)
 ImageSource = Path | str | Image.Image
@@ -86,19 +86,18 @@ def read_cache(path: Path, image_size: int) -> dict[str, np.ndarray] | None:
 
     Args:
         path: the ``.npz`` file.
-        image_size: the side its ``images`` (``uint8[N, S, S, 3]``) must have.
+        image_size: the side its ``images`` (``uint8[N, S, S, 3]``) must have; every
+            other array must have N rows too.
     """
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        log.warning("ignoring unreadable pool cache %s (%s); rebuilding it", path, err)
+    arrays = read_npz_cache(path)
+    if arrays is None:
         return None
     images = arrays.get("images")
     if images is None or images.shape[1:] != (image_size, image_size, 3):
         log.warning("ignoring pool cache %s: not %dpx images; rebuilding it", path, image_size)
+        return None
+    if any(len(a) != len(images) for a in arrays.values()):
+        log.warning("ignoring pool cache %s: its arrays differ in length; rebuilding it", path)
         return None
     return arrays
 

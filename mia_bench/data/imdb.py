@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mia_bench.data.download import ensure_file, missing_file_error
+from mia_bench.data.download import CorruptDataError, ensure_file, missing_file_error, reading
 from mia_bench.data.text import TextMembershipDataModule
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 COLUMNS = ("review", "sentiment", "split", "id", "rating")
 SENTIMENTS = ("negative", "positive")  # label 0, 1
+REFETCH = f"delete it to rebuild it from {URL} (--data.download true)"
 _REVIEW_FILE = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 Row = tuple[str, str, str, int, int]  # review, sentiment, split, id, rating
@@ -86,16 +87,20 @@ def read_imdb_csv(path: Path) -> pd.DataFrame:
     """``imdb.csv[.gz]`` as a frame, checked for its columns and sentiments.
 
     Raises:
-        ValueError: if a column is missing or a sentiment is not negative/positive.
+        CorruptDataError: if the file is truncated or damaged, a column is missing or a
+            sentiment is not negative/positive.
     """
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"review": str, "sentiment": str})
+    with reading(path, REFETCH):
+        frame = pd.read_csv(path, keep_default_na=False, dtype={"review": str, "sentiment": str})
     missing = [c for c in COLUMNS if c not in frame.columns]
     bad = sorted(set(frame.get("sentiment", [])) - set(SENTIMENTS))
     if missing or bad:
-        raise ValueError(
-            f"{path}: missing columns {missing}, unknown sentiments {bad[:5]}; expected "
-            f"columns {','.join(COLUMNS)} with sentiment in {SENTIMENTS}. Is it the project's "
-            f"imdb.csv.gz? Delete it to rebuild it from {URL} (--data.download true)."
+        raise CorruptDataError(
+            path,
+            f"missing columns {missing}, unknown sentiments {bad[:5]} (expected columns "
+            f"{','.join(COLUMNS)} with sentiment in {SENTIMENTS}): is it the project's "
+            "imdb.csv.gz?",
+            REFETCH,
         )
     return frame
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mia_bench.data.download import ensure_file, is_writable_folder, tar_member
+from mia_bench.data.download import (
+    ensure_file,
+    is_writable_folder,
+    read_npz_cache,
+    reading,
+    refetch_advice,
+    tar_member,
+)
 from mia_bench.data.membership import MembershipDataModule, Pool
 
 
@@ -89,7 +96,8 @@ class TabularMembershipDataModule(MembershipDataModule):
         archive = ensure_file(self.archive_path, self.url, self.download, self.md5)
         arrays = self._read_cache(archive)
         if arrays is None:
-            arrays = self.parse(archive)
+            with reading(archive, refetch_advice(self.url)):
+                arrays = self.parse(archive)
             self._write_cache(archive, *arrays)
         features, labels = arrays
         self._check_shapes(features, labels)
@@ -104,11 +112,20 @@ class TabularMembershipDataModule(MembershipDataModule):
             )
 
     def _read_cache(self, archive: Path) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached arrays; None (rebuild) if absent, older than the archive, or damaged."""
         cache = self.cache_path
         if not cache.is_file() or cache.stat().st_mtime < archive.stat().st_mtime:
             return None
-        with np.load(cache) as z:
-            return z["features"].astype(np.float32), z["labels"].astype(np.int64)
+        arrays = read_npz_cache(cache)  # None (logged) when it does not read whole
+        if arrays is None:
+            return None
+        features, labels = arrays.get("features"), arrays.get("labels")
+        if features is None or labels is None or features.shape != (len(labels), *self.input_shape):
+            warnings.warn(
+                f"ignoring {cache}: not this data set's arrays; rebuilding it", stacklevel=2
+            )
+            return None
+        return features.astype(np.float32), labels.astype(np.int64)
 
     def _write_cache(self, archive: Path, features: np.ndarray, labels: np.ndarray) -> None:
         if not is_writable_folder(archive.parent):

@@ -7,7 +7,9 @@ Layout under a run's artifact folder::
     embeddings/epoch_XXX/<layer>.npy  float32[N, D]
 
 Every write goes to a temporary file in the same folder and is renamed into place,
-so a killed run never leaves a file that reads as whole.
+so a killed run never leaves a file that reads as whole. A file that is there but does
+not read as what was written (truncated, overwritten, missing a layer the epoch should
+have) raises :class:`CorruptArtifactError`, which names the file and its run.
 """
 
 from __future__ import annotations
@@ -17,15 +19,78 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+
+from mia_bench.errors import UserError
 
 if TYPE_CHECKING:
     import lightning as L
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d{3,})\.npz$")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class CorruptArtifactError(UserError):
+    """A run's artifact that is missing or does not read whole.
+
+    Attributes:
+        path: the file.
+        run: the MLflow run id it belongs to, when its folder says (else None).
+    """
+
+    def __init__(self, path: Path, problem: str, advice: str = "") -> None:
+        self.path = Path(path)
+        self.run = run_of(self.path)
+        of_run = f" (run {self.run})" if self.run else ""
+        advice = advice or (
+            "it was cut short or overwritten: delete the file and train that run again, "
+            "or leave the run out"
+        )
+        super().__init__(f"{self.path}{of_run}: {problem}; {advice}")
+
+
+def run_of(path: Path) -> str | None:
+    """The MLflow run id in an artifact path ``<location>/<run_id>/artifacts/...``, or None.
+
+    >>> run_of(Path("mlruns/artifacts/" + "a" * 32 + "/artifacts/keep.npy")) == "a" * 32
+    True
+    >>> run_of(Path("elsewhere/keep.npy")) is None
+    True
+    """
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] == "artifacts" and _RUN_ID.match(parts[i - 1]):
+            return parts[i - 1]
+    return None
+
+
+def _read(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)``; a missing or unreadable file raises :class:`CorruptArtifactError`."""
+    if not path.is_file():
+        advice = "the run stopped before writing it, or it was removed: train that run again"
+        raise CorruptArtifactError(path, "the file is missing", advice + ", or leave it out")
+    try:
+        return load(path)
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged file fails in any of numpy's layers
+        raise CorruptArtifactError(path, f"cannot be read ({type(err).__name__}: {err})") from err
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """One ``.npy`` array (no pickles); unreadable: :class:`CorruptArtifactError`."""
+    return _read(Path(path), lambda p: np.load(p, allow_pickle=False))
+
+
+def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    def load(p: Path) -> dict[str, np.ndarray]:
+        with np.load(p, allow_pickle=False) as z:
+            return {key: z[key] for key in keys}  # reads (and CRC-checks) each array
+
+    return _read(path, load)
 
 
 @dataclass(frozen=True)
@@ -94,8 +159,16 @@ def save_keep(run_dir: Path, keep: np.ndarray) -> Path:
 
 
 def load_keep(run_dir: Path) -> np.ndarray:
-    """Load the run's keep row, ``bool[N]``."""
-    return np.load(Path(run_dir) / "keep.npy", allow_pickle=False)
+    """Load the run's keep row, ``bool[N]``.
+
+    Raises:
+        CorruptArtifactError: ``keep.npy`` is missing, unreadable or not ``bool[N]``.
+    """
+    path = Path(run_dir) / "keep.npy"
+    keep = read_npy(path)
+    if keep.dtype != bool or keep.ndim != 1:
+        raise CorruptArtifactError(path, f"holds {keep.dtype}{list(keep.shape)}, not bool[N]")
+    return keep
 
 
 def save_signals(run_dir: Path, signals: EpochSignals) -> list[Path]:
@@ -116,18 +189,41 @@ def save_signals(run_dir: Path, signals: EpochSignals) -> list[Path]:
 
 
 def load_signals(run_dir: Path, epoch: int, layers: Sequence[str] = ()) -> EpochSignals:
-    """Load one epoch's signals (and the named layers' embeddings)."""
+    """Load one epoch's signals (and the named layers' embeddings).
+
+    Raises:
+        FileNotFoundError: the epoch was not recorded.
+        CorruptArtifactError: its signals or embeddings are unreadable, of the wrong
+            shape, or a layer's embeddings are missing.
+    """
     path = signals_path(run_dir, epoch)
     if not path.exists():
         have = list_epochs(run_dir)
         raise FileNotFoundError(f"no signals for epoch {epoch} at {path}; epochs recorded: {have}")
-    with np.load(path, allow_pickle=False) as z:
-        logits, labels = z["logits"], z["labels"]
-    embeddings = {
-        layer: np.load(embedding_path(run_dir, epoch, layer), allow_pickle=False)
-        for layer in layers
-    }
+    arrays = _read_npz(path, ("logits", "labels"))
+    logits, labels = arrays["logits"], arrays["labels"]  # [N, A, C], [N]
+    if logits.ndim != 3 or labels.shape != logits.shape[:1]:
+        shapes = f"logits {list(logits.shape)} and labels {list(labels.shape)}"
+        raise CorruptArtifactError(path, f"holds {shapes}, not [N, A, C] and [N]")
+    embeddings = {layer: _load_embedding(run_dir, epoch, layer, len(labels)) for layer in layers}
     return EpochSignals(epoch, logits, labels, embeddings)
+
+
+def _load_embedding(run_dir: Path, epoch: int, layer: str, num_examples: int) -> np.ndarray:
+    """One layer's ``[N, D]`` embeddings of an epoch, checked against the pool size."""
+    path = embedding_path(run_dir, epoch, layer)
+    if not path.is_file():
+        have = sorted(p.stem for p in path.parent.glob("*.npy"))
+        raise CorruptArtifactError(
+            path,
+            f"no embeddings of layer {layer!r} at epoch {epoch} (recorded layers: {have})",
+            f"record them from the run's checkpoints: mia-bench record --group GROUP "
+            f"--epoch {epoch} --layers {layer}",
+        )
+    values = read_npy(path)
+    if values.ndim != 2 or len(values) != num_examples:
+        raise CorruptArtifactError(path, f"holds {list(values.shape)}, not [{num_examples}, D]")
+    return values
 
 
 def list_epochs(run_dir: Path) -> list[int]:
