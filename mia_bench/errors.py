@@ -14,11 +14,3 @@ class UserError(ValueError):
 
 class IncompleteGroupError(UserError):
     """Too few runs of a group pass the membership rule for what was asked."""
-
-
-class CorruptArtifactError(UserError):
-    """A run's file is missing, truncated or unreadable; ``path`` names it."""
-
-    def __init__(self, message: str, path: object = None) -> None:
-        super().__init__(message)
-        self.path = path

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mia_bench.errors import CorruptArtifactError, UserError
-from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
+from mia_bench.errors import UserError
+from mia_bench.store.artifacts import CorruptArtifactError, EpochSignals, load_keep, load_signals
 from mia_bench.store.groups import GroupRun
 
 POOL_TAGS = ("mia.dataset", "mia.num_examples", "mia.split_seed")

@@ -21,7 +21,7 @@ from mia_bench.augment import resolve_augmentations
 from mia_bench.cli import main
 from mia_bench.lightning_cli import instantiate_from_config
 from mia_bench.store.artifacts import load_signals
-from mia_bench.store.references import client_and_experiment, group_runs
+from mia_bench.store.groups import client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs"
