@@ -286,6 +286,7 @@ def audit_group(
     fprs: Sequence[float] = DEFAULT_FPRS,
     min_references: int = 1,
     progress: bool = True,
+    allow_partial: bool = False,
 ) -> AuditResult:
     """Leave-one-out audit at one epoch: each run of ``targets`` is the target in turn.
 
@@ -304,13 +305,17 @@ def audit_group(
         fprs: FPRs of the TPR metrics.
         min_references: fewest references a target is attacked with, else an error.
         progress: show a progress bar over the targets (on stderr).
+        allow_partial: leave out (with a warning) a reference whose files are damaged,
+            instead of stopping.
 
     Raises:
-        UserError: a target lacks the epoch, or has fewer than ``min_references``.
+        UserError: a target lacks the epoch, has fewer than ``min_references``, or a
+            run's files are damaged (without ``allow_partial``).
     """
     layers = tuple(layers) if needs_embeddings(attacks) else ()
     needs_refs = any(a.needs_references for a in attacks)
-    pool = load_runs(reference_runs if reference_runs is not None else targets, epoch, layers)
+    runs = reference_runs if reference_runs is not None else targets
+    pool = load_runs(runs, epoch, layers, skip_corrupt=allow_partial)
     loaded = {r.run.run_id: r for r in pool}
     result = AuditResult(epoch=epoch)
     for target in tqdm(targets, desc=f"audit epoch {epoch}", unit="target", disable=not progress):

@@ -137,7 +137,9 @@ def run_audit(
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
     results: dict[int, AuditResult] = {}
     for e in audit_epochs(members, targets, epoch):
-        result = audit_group(targets, chosen, e, reference_runs, layers, fprs)
+        result = audit_group(
+            targets, chosen, e, reference_runs, layers, fprs, allow_partial=allow_partial
+        )
         results[max(result.target_epochs.values())] = result
     doc = _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags)
     doc["excluded"] = [vars(x) for s in scanned for x in s.excluded]

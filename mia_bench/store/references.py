@@ -67,13 +67,17 @@ class LoadedRun:
 
 
 def load_runs(
-    runs: Sequence[GroupRun], epoch: int | str, layers: Sequence[str] = ()
+    runs: Sequence[GroupRun],
+    epoch: int | str,
+    layers: Sequence[str] = (),
+    skip_corrupt: bool = True,
 ) -> list[LoadedRun]:
     """Load each run's keep row and signals at ``epoch`` (an int, or ``"last"``) once.
 
     A run without signals of that epoch is left out (a reference that stopped early
-    takes no part); a run whose files are corrupt or unreadable is left out with a
-    warning naming the file and the run (:class:`~mia_bench.errors.CorruptArtifactError`).
+    takes no part). A run whose files are corrupt or unreadable
+    (:class:`~mia_bench.store.artifacts.CorruptArtifactError`) is left out with a warning
+    naming the file and the run when ``skip_corrupt``, else the error stops the load.
     """
     loaded = []
     for run in runs:
@@ -84,6 +88,8 @@ def load_runs(
             keep = load_keep(run.artifact_dir)
             signals = load_signals(run.artifact_dir, resolved, layers)
         except CorruptArtifactError as err:
+            if not skip_corrupt:
+                raise
             warnings.warn(
                 f"left out run {run.run_index} ({run.run_id}) of group {run.group!r}: {err}",
                 stacklevel=2,

@@ -147,3 +147,17 @@ def test_audit_mistakes_are_one_line_errors(store, capsys, args, message):
 def test_unknown_group_is_a_one_line_error(in_tmp, capsys):
     assert main(["audit", "--group=ghost"]) == 2
     assert "group 'ghost' has no finished runs" in capsys.readouterr().err
+
+
+def test_a_damaged_reference_stops_the_audit_or_is_left_out_with_partial(store, capsys):
+    client, _, ids = store
+    folder = local_artifact_dir(client.get_run(ids[3]).info.artifact_uri)
+    path = folder / "signals" / "epoch_001.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    assert _audit() == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and ids[3] in err and "\n" not in err.strip()
+    with pytest.warns(UserWarning, match=f"left out run 3 \\({ids[3]}\\)"):
+        assert _audit("--allow-partial") == 0
+    doc = json.loads(Path("audit.json").read_text())
+    assert all(ids[3] not in {r for r, _ in u["references"]} for u in doc["used"].values())
