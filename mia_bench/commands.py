@@ -181,6 +181,9 @@ def compare_main(argv: list[str]) -> int:
         action="store_true",
         help="every audited checkpoint is a point of the scatters",
     )
+    parser.add_argument(
+        "--fpr", type=float, default=DEFAULT_FPRS[0], help="the FPR whose TPR is compared"
+    )
     add_store_flags(parser)
     args = parser.parse_args(argv)
     compare(
@@ -191,6 +194,7 @@ def compare_main(argv: list[str]) -> int:
         experiments=parse_list(args.experiments),
         filter_string=args.filter,
         all_epochs=args.all_epochs,
+        fpr=args.fpr,
     )
     print((Path(args.output_dir) / "compare.md").read_text(), end="")
     return 0

@@ -4,9 +4,10 @@ Reads the audit runs in the MLflow store (tag ``mia.audit_of``; the latest per a
 group and reference set), joins each audited target with its own run's accuracy and
 generalization gap, and writes
 
-* a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at 0.1%
-  FPR per attack with the spread over targets) as markdown and CSV;
-* scatters of TPR at 0.1% FPR against the train-test accuracy gap and the loss gap,
+* a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at the
+  chosen FPR, ``--fpr``, default 0.1%, per attack with the spread over targets) as
+  markdown and CSV;
+* scatters of that TPR against the train-test accuracy gap and the loss gap,
   coloured by test accuracy, one point per audited target (Rahmani et al. 2026, Figs. 5-7).
 """
 
@@ -24,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from mia_bench.errors import UserError  # noqa: E402
+from mia_bench.metrics import DEFAULT_FPRS  # noqa: E402
 from mia_bench.plots import save_figure  # noqa: E402
 from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
 
@@ -95,7 +98,18 @@ GMIA_PRECISION = "gmia_direct/precision"
 GMIA_HITS = "gmia_direct/hits"
 
 
-def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
+def tpr_key(attack: str, fpr: float) -> str:
+    """The name of an attack's TPR at ``fpr`` in an audit's per-target metrics.
+
+    >>> tpr_key("loss", 0.001)
+    'loss/tpr_at_fpr_0.001'
+    """
+    return f"{attack}/tpr_at_fpr_{fpr:g}"
+
+
+def recipe_table(
+    pts: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_FPRS[0]
+) -> pd.DataFrame:
     """One row per audit: means (and spreads) over its targets at the audited epoch.
 
     With ``gmia_direct`` among the attacks, GMIA's predictions on its vulnerable records
@@ -106,9 +120,9 @@ def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
         pts = pts[pts["epoch"] == last]
     cols = {k: "mean" for k in RUN_METRICS}
     for a in attacks:
-        for m in ("auc", "tpr_at_fpr_0.001"):
-            if f"{a}/{m}" in pts:
-                cols[f"{a}/{m}"] = ["mean", "std"]
+        for key in (f"{a}/auc", tpr_key(a, fpr)):
+            if key in pts:
+                cols[key] = ["mean", "std"]
     gmia = "gmia_direct" in attacks and GMIA_PREDICTED in pts
     if gmia:  # GMIA is judged by precision on its few predictions, pooled over targets
         hits = pts[GMIA_PRECISION].fillna(0.0) * pts[GMIA_PREDICTED]
@@ -123,11 +137,11 @@ def recipe_table(pts: pd.DataFrame, attacks: Sequence[str]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
+def markdown(table: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_FPRS[0]) -> str:
     """The recipe table as markdown: accuracies in percent, TPR in percent."""
     head = ["recipe", "references", "train acc", "test acc", "gap"]
     for a in attacks:
-        head += [f"{a} AUC", f"{a} TPR@0.1%"]
+        head += [f"{a} AUC", f"{a} TPR@{100 * fpr:g}%"]
     gmia = GMIA_PREDICTED in table
     if gmia:
         head += ["GMIA predictions", "GMIA precision"]
@@ -141,7 +155,7 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
             f"{100 * r['gap_acc']:.1f}",
         ]
         for a in attacks:
-            auc, tpr = f"{a}/auc", f"{a}/tpr_at_fpr_0.001"
+            auc, tpr = f"{a}/auc", tpr_key(a, fpr)
             cells.append(f"{r[auc]:.3f} ± {r[auc + '_std']:.3f}" if auc in r else "-")
             cells.append(f"{100 * r[tpr]:.2f} ± {100 * r[tpr + '_std']:.2f}" if tpr in r else "-")
         if gmia:
@@ -150,19 +164,22 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scatter(pts: pd.DataFrame, attack: str, x: str, path: Path) -> Path:
-    """TPR at 0.1% FPR of ``attack`` against ``x`` (gap_acc or gap_loss), coloured by test acc."""
+def scatter(
+    pts: pd.DataFrame, attack: str, x: str, path: Path, fpr: float = DEFAULT_FPRS[0]
+) -> Path:
+    """TPR at ``fpr`` of ``attack`` against ``x`` (gap_acc or gap_loss), coloured by test acc."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     shown = ax.scatter(
         pts[x],
-        100 * pts[f"{attack}/tpr_at_fpr_0.001"],
+        100 * pts[tpr_key(attack, fpr)],
         c=100 * pts["test_acc"],
         cmap="viridis",
         s=18,
     )
     fig.colorbar(shown, ax=ax, label="test accuracy (%)")
     label = {"gap_acc": "train - test accuracy", "gap_loss": "test - train loss"}[x]
-    ax.set(xlabel=label, ylabel=f"{attack} TPR at 0.1% FPR (%)", title=f"{len(pts)} audited models")
+    ylabel = f"{attack} TPR at {100 * fpr:g}% FPR (%)"
+    ax.set(xlabel=label, ylabel=ylabel, title=f"{len(pts)} audited models")
     return save_figure(fig, path)
 
 
@@ -175,27 +192,29 @@ def compare(
     filter_string: str = "",
     log: bool = True,
     all_epochs: bool = False,
+    fpr: float = DEFAULT_FPRS[0],
 ) -> pd.DataFrame:
     """Write ``compare.md``, ``compare.csv``, ``points.csv`` and the scatters; log them.
 
-    ``all_epochs`` puts every audited checkpoint in the scatters and ``points.csv``.
+    ``all_epochs`` puts every audited checkpoint in the scatters and ``points.csv``;
+    ``fpr`` is the FPR whose TPR is tabulated and plotted (one the audits reported).
     """
     client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
     names = experiments or [settings.experiment_name]
     exp_ids = [e.experiment_id for n in names if (e := client.get_experiment_by_name(n))]
     audits = load_audits(client, exp_ids, groups, filter_string)
     if not audits:
-        raise ValueError(f"no audit runs found in experiments {names}: run mia-bench audit first")
+        raise UserError(f"no audit runs found in experiments {names}: run mia-bench audit first")
     pts = points(client, audits, all_epochs)
-    table = recipe_table(pts, attacks)
+    table = recipe_table(pts, attacks, fpr)
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / "compare.csv", index=False)
     pts.to_csv(output_dir / "points.csv", index=False)
-    (output_dir / "compare.md").write_text(markdown(table, attacks))
+    (output_dir / "compare.md").write_text(markdown(table, attacks, fpr))
     for a in attacks:
-        if f"{a}/tpr_at_fpr_0.001" in pts:
+        if tpr_key(a, fpr) in pts:
             for x in ("gap_acc", "gap_loss"):
-                scatter(pts, a, x, output_dir / f"tpr_vs_{x}_{a}.png")
+                scatter(pts, a, x, output_dir / f"tpr_vs_{x}_{a}.png", fpr)
     if log:
         run = client.create_run(exp_ids[0], run_name="compare", tags={"mia.compare": "true"})
         client.log_artifacts(run.info.run_id, str(output_dir))

@@ -12,7 +12,7 @@ from mia_bench.cli import main
 from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--data.num_runs=4",
     "--trainer.max_epochs=2",
