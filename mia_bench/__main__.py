@@ -1,6 +1,6 @@
-"""``python -m mia_bench`` = ``mia-bench``."""
+"""``python -m mia_bench`` = ``mia-bench`` (same exit status)."""
 
 from mia_bench.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

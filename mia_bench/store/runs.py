@@ -10,6 +10,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from mia_bench.store.database import open_store
+
 
 @dataclass
 class MlflowSettings:
@@ -31,21 +33,8 @@ class MlflowSettings:
 
 
 def resolve_tracking_uri(tracking_uri: str) -> str:
-    """Make a SQLite store's path absolute, create its folder, and wait on locks.
-
-    A relative ``sqlite:///mlruns/mlflow.db`` is resolved against the current folder
-    once, so that a process which changes folder keeps writing to the same store
-    (MLflow caches one engine per URI). SQLite creates the file but not its folder.
-    Without a query string, ``?timeout=60`` is added: a writer waits up to 60 s for
-    another process's lock (fleet workers share the store) instead of failing after 5.
-    """
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return tracking_uri
-    path, _, query = tracking_uri[len(prefix) :].partition("?")
-    resolved = Path(path).resolve()
-    resolved.parent.mkdir(parents=True, exist_ok=True)
-    return f"{prefix}{resolved}?{query or 'timeout=60'}"
+    """The URI to give MLflow, once the store is known to work (see :func:`open_store`)."""
+    return open_store(tracking_uri)
 
 
 def experiment_id(client: MlflowClient, settings: MlflowSettings) -> str:
