@@ -23,6 +23,7 @@ from mlflow.entities import Param  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
+from mia_bench.store.leases import release_held  # noqa: E402
 from mia_bench.store.runs import MlflowSettings, open_run, resolve_tracking_uri  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
@@ -126,7 +127,8 @@ class MiaCLI(LightningCLI):
         info = self.datamodule.membership_info()
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
-        run_id = open_run(settings, self.group_name(), info, resume=ckpt_path == "last")
+        resume, lease = ckpt_path == "last", self.subcommand == "fit"  # leases: fit only
+        run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)
         kwargs["logger"] = MLFlowLogger(
             experiment_name=settings.experiment_name,
             tracking_uri=resolve_tracking_uri(settings.tracking_uri),
@@ -175,12 +177,15 @@ def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     parser_kwargs: dict[str, Any] = {sub: defaults for sub in SUBCOMMANDS}
     parser_kwargs["description"] = description
-    return MiaCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=MlflowSaveConfig,
-        save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-        parser_kwargs=parser_kwargs,
-        args=argv,
-    )
+    try:
+        return MiaCLI(
+            Classifier,
+            MembershipDataModule,
+            subclass_mode_data=True,
+            save_config_callback=MlflowSaveConfig,
+            save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
+            parser_kwargs=parser_kwargs,
+            args=argv,
+        )
+    finally:
+        release_held()  # the run's lease, held from open_run to the end of the fit

@@ -11,6 +11,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from mia_bench.store.database import open_store
+from mia_bench.store.leases import acquire_training_lease
 
 
 @dataclass
@@ -85,7 +86,9 @@ def find_run(client: MlflowClient, exp_id: str, group: str, run_index: int) -> s
     return runs[0].info.run_id if runs else None
 
 
-def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume: bool) -> str:
+def open_run(
+    settings: MlflowSettings, group: str, info: dict[str, Any], resume: bool, lease: bool = True
+) -> str:
     """Run id to log to: a new run, or (``resume``) the group's earlier run of this index.
 
     Args:
@@ -93,13 +96,19 @@ def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume:
         group: the group's name (tag ``mia.group``).
         info: the data module's ``membership_info()`` (run_index, num_runs, ...).
         resume: look up the earlier run instead of creating one.
+        lease: first take the run's lease (held until ``release_held()`` or exit), and
+            refuse a fresh start of a FINISHED run (``fit`` does; validate/test do not).
 
     Raises:
         FileNotFoundError: resuming, but the group has no run of this index.
+        LeaseHeld: another live process trains this run.
+        AlreadyTrained: not ``resume``, and the group has this run FINISHED.
     """
     client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
     exp_id = experiment_id(client, settings)
     run_index = info["run_index"]
+    if lease:
+        acquire_training_lease(client, exp_id, group, run_index, resume)
     if resume:
         run_id = find_run(client, exp_id, group, run_index)
         if run_id is None:
