@@ -38,7 +38,7 @@ def fleet_main(argv: list[str]) -> int:
     settings = MlflowSettings(**vars(config.mlflow))
     jobs = plan(settings, group, runs)
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    failed = Fleet(fit_args, group, known.workers, log_dir).run(jobs)
+    failed = Fleet(fit_args, group, known.workers, log_dir, settings).run(jobs)
     return 1 if failed else 0
 
 
