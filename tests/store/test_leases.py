@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from mia_bench.store.database import open_store
 from mia_bench.store.leases import (
+    EXIT_LEASE_HELD,
     STALE_AFTER_S,
     AlreadyTrained,
     Claim,
@@ -31,6 +32,7 @@ from mia_bench.store.leases import (
     lease_model_name,
     stake_claim,
 )
+from mia_bench.store.runs import MlflowSettings, experiment_id
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -258,3 +260,25 @@ def test_leases_work_through_an_mlflow_server(server_uri):
     assert lease_holder(client, exp_id, "remote+crop", 1) is None
     name = lease_model_name(exp_id, "remote+crop")
     assert [c.released for c in claims_of(client, name, 1)] == [True, True]
+
+
+def test_fit_of_a_held_run_exits_75_naming_the_holder(in_tmp):
+    settings = MlflowSettings()
+    store = MlflowClient(open_store(settings.tracking_uri))
+    exp_id = experiment_id(store, settings)
+    lease = acquire_lease(store, exp_id, "held", 0)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "mia_bench", "fit", "--group=held", "--trainer.max_epochs=1"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=ENV,
+        )
+    finally:
+        lease.release()
+    assert result.returncode == EXIT_LEASE_HELD, result.stderr[-2000:]
+    (message,) = [line for line in result.stderr.splitlines() if "error" in line]
+    assert message.startswith("mia-bench: error: run 0 of group 'held' is being trained by ")
+    assert lease.holder in message
+    assert not store.search_runs([exp_id]), "a run left to its holder opens no MLflow run"
