@@ -1,4 +1,4 @@
-"""``python -m mia_bench`` = ``mia-bench``."""
+"""``python -m mia_bench`` = ``mia-bench`` (same exit status)."""
 
 from mia_bench.cli import main
 

@@ -3,7 +3,9 @@
 Subcommands beyond Lightning's (``fleet``, ``audit``, ``compare``, ``sweep``, ``record``)
 live in :mod:`mia_bench.commands`; ``fit``/``validate``/``test`` go to the LightningCLI
 of :mod:`mia_bench.lightning_cli`. A user's mistake (:class:`mia_bench.errors.UserError`)
-is printed as one line and the command exits with status 2.
+is printed as one line and the command exits with status 2 (or the error's own
+``exit_status``: 75 when another process holds the run's lease, 76 when a fresh fit finds
+the run already trained).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main(args: list[str] | None = None) -> int:
         return _dispatch(argv)
     except UserError as err:
         print(f"mia-bench: error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_status", 2)
 
 
 def _dispatch(argv: list[str]) -> int:

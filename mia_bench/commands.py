@@ -76,14 +76,14 @@ def fleet_main(argv: list[str]) -> int:
     runs = parse_runs(known.runs)
     num_runs = config.data.init_args.num_runs
     if not runs or min(runs) < 0 or max(runs) >= num_runs:
-        raise SystemExit(
+        raise UserError(
             f"--runs {known.runs} is outside the group's run indices 0..{num_runs - 1}: "
             f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
         )
     settings = MlflowSettings(**vars(config.mlflow))
     jobs = plan(settings, group, runs, config_fingerprint(config.clone().as_dict()))
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    failed = Fleet(fit_args, group, known.workers, log_dir).run(jobs)
+    failed = Fleet(fit_args, group, known.workers, log_dir, settings).run(jobs)
     return 1 if failed else 0
 
 

@@ -31,12 +31,13 @@ from mia_bench.store.checkpoints import (  # noqa: E402
     discard_after,
     resume_checkpoint,
 )
+from mia_bench.store.leases import release_held  # noqa: E402
 from mia_bench.store.runs import (  # noqa: E402
     MlflowSettings,
     config_fingerprint,
-    open_run,
     resolve_tracking_uri,
 )
+from mia_bench.store.slots import open_run  # noqa: E402
 from mia_bench.tracking import BufferedMLFlowLogger  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
@@ -141,7 +142,8 @@ class MiaCLI(LightningCLI):
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
         info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
-        run_id = open_run(settings, self.group_name(), info, resume=resume)
+        lease = self.subcommand == "fit"  # leases: fit only
+        run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)
         kwargs["logger"] = BufferedMLFlowLogger(
             experiment_name=settings.experiment_name,
             tracking_uri=resolve_tracking_uri(settings.tracking_uri),
@@ -224,12 +226,15 @@ def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     parser_kwargs: dict[str, Any] = {sub: defaults for sub in SUBCOMMANDS}
     parser_kwargs["description"] = description
-    return MiaCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=MlflowSaveConfig,
-        save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-        parser_kwargs=parser_kwargs,
-        args=argv,
-    )
+    try:
+        return MiaCLI(
+            Classifier,
+            MembershipDataModule,
+            subclass_mode_data=True,
+            save_config_callback=MlflowSaveConfig,
+            save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
+            parser_kwargs=parser_kwargs,
+            args=argv,
+        )
+    finally:
+        release_held()  # the run's lease, held from open_run to the end of the fit

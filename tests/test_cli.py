@@ -79,7 +79,7 @@ def test_a_finished_run_is_not_extended_under_another_recipe(in_tmp, capsys):
     run asked for more epochs is another recipe (another fingerprint): refused in one line."""
     assert _fit("--trainer.max_epochs=2", "--group=resume", "--signals.every_n_epochs=2") == 0
     assert _fit("--trainer.max_epochs=3", "--group=resume", "--ckpt_path=last") == 2
-    assert "nothing to resume" in capsys.readouterr().err
+    assert "group 'resume' was trained with another recipe" in capsys.readouterr().err
     client, runs = _runs(in_tmp)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert _steps(client, runs[0].info.run_id, "train/acc") == [0, 1]

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from mia_bench.errors import UserError
+from mia_bench.store.database import open_store
 
 
 @dataclass
@@ -36,21 +36,8 @@ class MlflowSettings:
 
 
 def resolve_tracking_uri(tracking_uri: str) -> str:
-    """Make a SQLite store's path absolute, create its folder, and wait on locks.
-
-    A relative ``sqlite:///mlruns/mlflow.db`` is resolved against the current folder
-    once, so that a process which changes folder keeps writing to the same store
-    (MLflow caches one engine per URI). SQLite creates the file but not its folder.
-    Without a query string, ``?timeout=60`` is added: a writer waits up to 60 s for
-    another process's lock (fleet workers share the store) instead of failing after 5.
-    """
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
-        return tracking_uri
-    path, _, query = tracking_uri[len(prefix) :].partition("?")
-    resolved = Path(path).resolve()
-    resolved.parent.mkdir(parents=True, exist_ok=True)
-    return f"{prefix}{resolved}?{query or 'timeout=60'}"
+    """The URI to give MLflow, once the store is known to work (see :func:`open_store`)."""
+    return open_store(tracking_uri)
 
 
 def experiment_id(client: MlflowClient, settings: MlflowSettings) -> str:
@@ -164,37 +151,6 @@ def find_run(
         if tags.get("mia.fingerprint") == fingerprint:
             return run.info.run_id
     return None
-
-
-def open_run(settings: MlflowSettings, group: str, info: dict[str, Any], resume: bool) -> str:
-    """Run id to log to: a new run, or (``resume``) the group's earlier run of this index.
-
-    Args:
-        settings: tracking store and experiment.
-        group: the group's name (tag ``mia.group``).
-        info: the data module's ``membership_info()`` (run_index, num_runs, ...).
-        resume: look up the earlier run instead of creating one.
-
-    Raises:
-        FileNotFoundError: resuming, but the group has no run of this index.
-    """
-    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
-    exp_id = experiment_id(client, settings)
-    run_index = info["run_index"]
-    if resume:
-        run_id = find_run(client, exp_id, group, run_index, info.get("fingerprint"))
-        if run_id is None:
-            raise UserError(
-                f"nothing to resume: experiment {settings.experiment_name!r} in "
-                f"{settings.tracking_uri} has no unfinished fit run of group {group!r} with "
-                f"run_index {run_index} and this recipe. Drop --ckpt_path to start it, or "
-                "pass the right --group."
-            )
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    tags = design_tags(group, info) | provenance_tags()
-    run = client.create_run(exp_id, run_name=f"{group}-run{run_index:03d}", tags=tags)
-    return run.info.run_id
 
 
 class MetricHistory:

@@ -2,16 +2,25 @@
 
 Each run is a separate ``mia-bench fit`` process with ``--data.run_index i`` and
 ``--group G``. Before launching, the group's runs in MLflow decide what happens to each
-index: FINISHED runs are skipped, any other existing run is resumed from its last
-checkpoint (``--ckpt_path last``, which continues the same MLflow run), and missing
-ones start fresh. Killing the fleet kills its workers (on Linux), so a second fleet
-never trains a run alongside a leftover worker; one fleet per group at a time.
+index (:func:`plan`): runs that count for the group (:mod:`mia_bench.store.groups`) are
+skipped, an unfinished run of the same recipe is resumed from its last complete epoch
+(``--ckpt_path last``, which continues the same MLflow run), and other indices start
+fresh; a group trained with another recipe is refused. Killing the fleet kills its
+workers (on Linux).
+
+Every worker takes the lease of its run in the tracking store (see
+:mod:`mia_bench.store.leases`), so fleets started at once, on one machine or many, train
+each run once: a run whose lease is held by a live process is left to it (the fleet
+checks before starting a worker, and a worker that finds it held exits with status 75),
+and a run finished meanwhile is skipped (status 76). Each fleet writes its own worker
+logs, ``run_XXX.<host>-<pid>.log``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +30,9 @@ from pathlib import Path
 
 from mia_bench.errors import UserError
 from mia_bench.store.groups import scan_group
+from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, lease_holder
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
+from mia_bench.store.slots import member_of
 
 
 def parse_runs(spec: str) -> list[int]:
@@ -35,7 +46,7 @@ def parse_runs(spec: str) -> list[int]:
             return list(range(*(int(p) for p in spec.split(":"))))
         return [int(p) for p in spec.split(",")]
     except (TypeError, ValueError):
-        raise ValueError(
+        raise UserError(
             f"--runs {spec!r} is not a run range: use START:STOP (e.g. 0:16), "
             "START:STOP:STEP, or a comma-separated list (e.g. 0,3,5)"
         ) from None
@@ -102,17 +113,29 @@ class Fleet:
         fit_args: arguments given to every ``mia-bench fit`` (config, overrides).
         group: the group's name.
         workers: processes at once.
-        log_dir: each run's output goes to ``<log_dir>/run_XXX.log``.
+        log_dir: each run's output goes to ``<log_dir>/run_XXX.<host>-<pid>.log``.
+        settings: the tracking store; when given, a run whose lease is held by a live
+            process is left to it without starting a worker.
     """
 
-    def __init__(self, fit_args: Sequence[str], group: str, workers: int, log_dir: Path) -> None:
+    def __init__(
+        self,
+        fit_args: Sequence[str],
+        group: str,
+        workers: int,
+        log_dir: Path,
+        settings: MlflowSettings | None = None,
+    ) -> None:
         self.fit_args = list(fit_args)
         self.group = group
         self.workers = max(1, workers)
         self.log_dir = log_dir
+        self.settings = settings
+        self.log_suffix = f"{socket.gethostname()}-{os.getpid()}"
         self.running: dict[int, tuple[subprocess.Popen, float, Job]] = {}
         self.done: list[int] = []
         self.failed: list[int] = []
+        self.left: list[int] = []
 
     def command(self, job: Job) -> list[str]:
         """The ``mia-bench fit`` command line of one job."""
@@ -121,9 +144,39 @@ class Fleet:
         cmd += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
         return cmd + (["--ckpt_path=last"] if job.action == "resume" else [])
 
+    def log_path(self, run_index: int) -> Path:
+        """This fleet's log of one run (two fleets never share a log file)."""
+        return self.log_dir / f"run_{run_index:03d}.{self.log_suffix}.log"
+
+    def taken(self, run_index: int) -> tuple[str, str] | None:
+        """``("left", why)`` if a live process holds the run's lease, ``("done", why)``
+        if it was finished meanwhile, else None (also without ``settings``)."""
+        if self.settings is None:
+            return None
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(resolve_tracking_uri(self.settings.tracking_uri))
+        exp = client.get_experiment_by_name(self.settings.experiment_name)
+        if exp is None:
+            return None
+        holder = lease_holder(client, exp.experiment_id, self.group, run_index)
+        if holder is not None:
+            return "left", f"being trained by {holder}, left to it"
+        if member_of(client, exp.experiment_id, self.group, run_index):
+            return "done", "finished by another process meanwhile, skipped"
+        return None
+
+    def _leave(self, run_index: int, taken: tuple[str, str]) -> None:
+        (self.left if taken[0] == "left" else self.done).append(run_index)
+        self._say(f"run {run_index}: {taken[1]}")
+
     def _start(self, job: Job) -> None:
+        taken = self.taken(job.run_index)
+        if taken is not None:
+            self._leave(job.run_index, taken)
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"run_{job.run_index:03d}.log", "ab")  # noqa: SIM115
+        log = open(self.log_path(job.run_index), "ab")  # noqa: SIM115
         threads = str(max(1, (os.cpu_count() or 1) // self.workers))
         env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         proc = subprocess.Popen(
@@ -136,9 +189,7 @@ class Fleet:
         log.close()
         self.running[job.run_index] = (proc, time.monotonic(), job)
         verb = "resuming" if job.action == "resume" else "starting"
-        self._say(
-            f"run {job.run_index}: {verb} (log {self.log_dir / f'run_{job.run_index:03d}.log'})"
-        )
+        self._say(f"run {job.run_index}: {verb} (log {self.log_path(job.run_index)})")
 
     def _reap(self) -> None:
         for i, (proc, started, _job) in list(self.running.items()):
@@ -149,19 +200,27 @@ class Fleet:
             if proc.returncode == 0:
                 self.done.append(i)
                 self._say(f"run {i}: finished in {seconds:.0f}s")
+            elif proc.returncode == EXIT_LEASE_HELD:
+                self._leave(i, self.taken(i) or ("left", "being trained by another, left to it"))
+            elif proc.returncode == EXIT_ALREADY_TRAINED:
+                self._leave(i, ("done", "finished by another process meanwhile, skipped"))
             else:
                 self.failed.append(i)
                 self._say(
                     f"run {i}: FAILED (exit {proc.returncode}) after {seconds:.0f}s, "
-                    f"see {self.log_dir / f'run_{i:03d}.log'}"
+                    f"see {self.log_path(i)}"
                 )
 
     def _say(self, message: str) -> None:
         status = f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed"
+        status += f", {len(self.left)} left to others" if self.left else ""
         print(f"[fleet {self.group}] {message} [{status}]", flush=True)
 
     def run(self, jobs: Sequence[Job]) -> int:
-        """Train every job that is not ``skip``; returns the number of failed runs."""
+        """Train every job that is not ``skip``; returns the number of failed runs.
+
+        Runs left to another process's lease are not failures.
+        """
         for job in jobs:
             if job.action == "skip":
                 self.done.append(job.run_index)

@@ -116,7 +116,7 @@ def run_sweep(path: Path) -> int:
         jobs = plan(settings, group, parse_runs(str(doc["runs"])), fingerprint)
         log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
         print(f"[sweep {doc['name']}] recipe {name}: {len(jobs)} runs")
-        failed += Fleet(args, group, int(doc.get("workers", 1)), log_dir).run(jobs)
+        failed += Fleet(args, group, int(doc.get("workers", 1)), log_dir, settings).run(jobs)
         if not failed:
             _audit(doc, settings, group, None, not _covers_groups(doc, config))
     if failed:

@@ -161,3 +161,16 @@ def test_a_damaged_reference_stops_the_audit_or_is_left_out_with_partial(store, 
         assert _audit("--allow-partial") == 0
     doc = json.loads(Path("audit.json").read_text())
     assert all(ids[3] not in {r for r, _ in u["references"]} for u in doc["used"].values())
+
+
+def test_a_slot_is_claimed_under_its_lease_and_checked_against_the_rule(store):
+    from mia_bench.store.leases import lease_holder
+    from mia_bench.store.slots import AlreadyTrained, claim_slot
+
+    client, exp, ids = store
+    with pytest.raises(AlreadyTrained, match=f"already trained \\(MLflow run {ids[2]}"):
+        claim_slot(client, exp, "g", 2, "f1", resume=False)
+    with pytest.raises(ValueError, match="trained with another recipe .*f1; this config's is f9"):
+        claim_slot(client, exp, "g", 2, "f9", resume=False)
+    assert lease_holder(client, exp, "g", 2) is None  # given back both times
+    claim_slot(client, exp, "g", 2, "f1", resume=True).release()

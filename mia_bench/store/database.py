@@ -1,0 +1,129 @@
+"""The tracking store, opened once per process: created safely, or refused in seconds.
+
+Every path to MLflow goes through :func:`open_store`. The first call per process and URI
+
+* for a SQLite store (``sqlite:///mlruns/mlflow.db``): makes the path absolute, creates
+  its folder, refuses a read-only folder or file at once (MLflow would retry for minutes),
+  and creates a fresh store (MLflow's schema migrations) under an exclusive ``flock`` on
+  ``<db>.lock`` beside it, so that many commands starting together on a fresh store run
+  the migrations exactly once instead of racing them ("duplicate column name");
+* for an ``http(s)://`` tracking server: asks ``<uri>/health`` once, and refuses within
+  seconds a server that does not answer or is not an MLflow server (MLflow would retry
+  silently for minutes).
+
+Other URIs (PostgreSQL, MySQL, Databricks) are returned as given.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mia_bench.errors import UserError
+
+SQLITE = "sqlite:///"
+PROBE_TIMEOUT_S = 5.0
+_opened: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def open_store(tracking_uri: str) -> str:
+    """The resolved tracking URI, after making sure the store can be used.
+
+    Args:
+        tracking_uri: an MLflow tracking URI; a relative SQLite path is taken from the
+            current folder, and ``?timeout=60`` is added when it has no query, so that a
+            writer waits up to 60 s for another process's lock instead of 5.
+
+    Raises:
+        UserError: a read-only SQLite folder or file, or an http(s) URI that is not an
+            MLflow server answering within seconds; the message names the path or URI.
+
+    >>> open_store("postgresql://db/mlflow")
+    'postgresql://db/mlflow'
+    """
+    resolved = sqlite_uri(tracking_uri) if tracking_uri.startswith(SQLITE) else tracking_uri
+    with _lock:
+        if resolved not in _opened:
+            if resolved.startswith(SQLITE):
+                _create_sqlite_once(resolved)
+            elif resolved.startswith(("http://", "https://")):
+                probe_server(resolved)
+            _opened[resolved] = resolved
+    return resolved
+
+
+def sqlite_uri(tracking_uri: str) -> str:
+    """``sqlite:///`` URI with an absolute path and a lock timeout (the folder not created).
+
+    A relative path is resolved once, so that a process which changes folder keeps
+    writing to the same store (MLflow caches one engine per URI).
+
+    >>> sqlite_uri("sqlite:////data/mlflow.db"), sqlite_uri("sqlite:////m.db?timeout=5")
+    ('sqlite:////data/mlflow.db?timeout=60', 'sqlite:////m.db?timeout=5')
+    """
+    path, _, query = tracking_uri[len(SQLITE) :].partition("?")
+    return f"{SQLITE}{Path(path).resolve()}?{query or 'timeout=60'}"
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len(SQLITE) :].partition("?")[0])
+
+
+def _create_sqlite_once(uri: str) -> None:
+    """Check the store's folder and file are writable, then create it under a file lock."""
+    path = _sqlite_path(uri)
+    fix = "give a writable --mlflow.tracking_uri (e.g. sqlite:///$HOME/mlruns/mlflow.db)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{path}.lock", "a")  # noqa: SIM115 - closed below, after the flock
+    except OSError as err:
+        raise UserError(
+            f"the MLflow store's folder {path.parent} is not writable ({err.strerror}): "
+            f"make it writable or {fix}"
+        ) from None
+    with lock:
+        for what in (path.parent, path):
+            if what.exists() and not os.access(what, os.W_OK):
+                raise UserError(f"the MLflow store {what} is read-only: make it writable or {fix}")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _build_stores(uri)
+
+
+def _build_stores(uri: str) -> None:
+    """Build MLflow's tracking and registry stores of ``uri`` (cached by MLflow per URI).
+
+    On a fresh database, the first runs MLflow's schema migrations; both verify the schema.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+
+
+def probe_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a tracking server that is unreachable or not MLflow's.
+
+    Raises:
+        UserError: naming ``uri`` and what it answered.
+    """
+    url = f"{uri.rstrip('/')}/health"
+    what = f"--mlflow.tracking_uri {uri} "
+    fix = "start the server (mlflow server ...) or correct the URI"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            body = response.read(64).decode(errors="replace").strip()
+    except urllib.error.HTTPError as err:
+        message = f"is not an MLflow tracking server ({url}: HTTP {err.code})"
+        raise UserError(f"{what}{message}: {fix}") from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        message = f"cannot be reached ({reason}; waited at most {timeout_s:.0f} s)"
+        raise UserError(f"{what}{message}: {fix}") from None
+    if body != "OK":
+        raise UserError(f"{what}is not an MLflow tracking server ({url} said {body!r}): {fix}")
