@@ -8,6 +8,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+# test-only sitecustomize modules for subprocesses (kill points, host-lookup log)
+collect_ignore_glob = ["netlog/*", "store/killpoints/*"]
 
 
 def shared_file(relative: str) -> Path:

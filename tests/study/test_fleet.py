@@ -13,6 +13,7 @@ import pytest
 
 from mia_bench.store.artifacts import list_epochs, load_keep, load_signals
 from mia_bench.store.groups import client_and_experiment, group_runs, scan_group
+from mia_bench.store.leases import lease_holder
 from mia_bench.store.runs import MlflowSettings
 from mia_bench.study.fleet import parse_runs
 
@@ -57,7 +58,16 @@ def _kill_when_second_run_is_midway(tmp: Path) -> None:
     assert proc.poll() is None, "the fleet ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(2)  # workers die with the fleet (PR_SET_PDEATHSIG)
+    _wait_until_no_worker_holds_a_lease(tmp)  # workers die with the fleet (PR_SET_PDEATHSIG)
+
+
+def _wait_until_no_worker_holds_a_lease(tmp: Path, timeout_s: float = 120) -> None:
+    """The event that all workers are gone: no run of the group has a live lease holder."""
+    client, exp_id = client_and_experiment(MlflowSettings())
+    deadline = time.monotonic() + timeout_s
+    while any(lease_holder(client, exp_id, "killed", i) for i in range(3)):
+        assert time.monotonic() < deadline, "a worker outlived its killed fleet"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mia_bench.cli import main
-from mia_bench.store.references import client_and_experiment
+from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings
 
 REPO = Path(__file__).resolve().parents[2]
