@@ -16,22 +16,13 @@ from tqdm.auto import tqdm
 
 from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
-from mia_bench.attacks.gmia import (
-    gmia_report,
-    indirect_log_pvalues,
-    reference_features,
-    select_vulnerable,
-)
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
+from mia_bench.audit.gmia import gmia_reports
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS, summarize
 from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
 from mia_bench.store.groups import GroupRun
 from mia_bench.store.references import LoadedRun, References, load_runs, stack_references
-
-GMIA_ALPHA = 0.01  # significance level of GMIA's direct test
-GMIA_TOP_K = 50  # vulnerable records GMIA attacks per target
-GMIA_THRESHOLD = 0.8  # cosine similarity of a neighbour in the references' embedding space
 
 
 def needs_embeddings(attacks: Sequence[Attack]) -> bool:
@@ -178,45 +169,6 @@ def audit_target(
     metrics = {name: summarize(s, keep, tuple(fprs)) for name, s in scores.items()}
     used = [] if refs is None else list(zip(refs.run_ids, refs.epochs, strict=True))
     return TargetAudit(metrics, gmia_reports(scores, inputs, keep), scores, used)
-
-
-def gmia_reports(
-    scores: Mapping[str, np.ndarray],
-    inputs: AttackInputs,
-    keep: np.ndarray,
-    alpha: float = GMIA_ALPHA,
-    top_k: int = GMIA_TOP_K,
-    threshold: float = GMIA_THRESHOLD,
-) -> dict[str, dict[str, float]]:
-    """GMIA (Long et al. 2018) on its vulnerable records, other attacks at as many
-    predictions: report -> metric -> value.
-
-    The ``top_k`` records with the fewest neighbours (cosine similarity >= ``threshold``
-    among all pool records, in the references' mean ``embedding`` space) are attacked
-    with the direct test at significance ``alpha`` (``gmia_direct``); the same test on
-    every record is ``gmia_direct_pool``, and the indirect test on the selected records
-    ``gmia_indirect``. Empty without ``gmia_direct`` scores or the references'
-    ``embedding`` layer.
-    """
-    if "gmia_direct" not in scores or "embedding" not in inputs.ref_embeddings:
-        return {}
-    features = reference_features(inputs, "embedding")
-    everyone = np.ones(len(features), dtype=bool)
-    selected = select_vulnerable(features, everyone, threshold, top_k=top_k)
-    log_p = -scores["gmia_direct"] * np.log(10.0)
-    others = {name: s for name, s in scores.items() if name != "gmia_direct"}
-    reports = {
-        "gmia_direct": gmia_report(log_p, selected, keep, alpha, others),
-        "gmia_direct_pool": gmia_report(log_p, everyone, keep, alpha, others),
-    }
-    if inputs.population is not None:  # indirect: only the enhancing records are queried
-        indirect = indirect_log_pvalues(inputs, selected, features)
-        reports["gmia_indirect"] = gmia_report(indirect, selected, keep, alpha)
-    return {name: _unprefix(r.as_metrics(name), name) for name, r in reports.items()}
-
-
-def _unprefix(flat: Mapping[str, float], prefix: str) -> dict[str, float]:
-    return {key[len(prefix) + 1 :]: value for key, value in flat.items()}
 
 
 @dataclass
