@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mia_bench.store.database import open_store
@@ -48,7 +49,13 @@ def experiment_id(client: MlflowClient, settings: MlflowSettings) -> str:
     location = settings.artifact_location
     if "://" not in location:
         location = Path(location).resolve().as_uri()
-    return client.create_experiment(settings.experiment_name, artifact_location=location)
+    try:
+        return client.create_experiment(settings.experiment_name, artifact_location=location)
+    except MlflowException:  # another command created it at the same moment
+        found = client.get_experiment_by_name(settings.experiment_name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def provenance_tags() -> dict[str, str]:
