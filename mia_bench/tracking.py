@@ -54,8 +54,11 @@ class BufferedMLFlowLogger(MLFlowLogger):
 
     def commit(self, epoch: int | None = None) -> None:
         """Send the held-back metrics of steps <= ``epoch`` (None: all of them)."""
-        due = [m for m in self._pending if epoch is None or m[2] <= epoch]
-        self._pending = [m for m in self._pending if m not in due]
+        if epoch is None:
+            due, self._pending = self._pending, []
+        else:
+            due = [m for m in self._pending if m[2] <= epoch]
+            self._pending = [m for m in self._pending if m[2] > epoch]
         self._send(due)
 
     def send_missing(self, metrics: list[tuple[str, float, int]]) -> None:

@@ -20,7 +20,7 @@ from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.audit.gmia import gmia_reports
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS, summarize
-from mia_bench.store.artifacts import EpochSignals, load_keep, load_signals
+from mia_bench.store.artifacts import EpochSignals
 from mia_bench.store.groups import GroupRun
 from mia_bench.store.references import LoadedRun, References, load_runs, stack_references
 
@@ -291,12 +291,12 @@ def audit_group(
 
 
 def _load_target(target: GroupRun, epoch: int | str, layers: Sequence[str]) -> LoadedRun:
-    """The target's signals at ``epoch``, or an error naming what was recorded."""
-    if target.resolve_epoch(epoch) is None:
+    """The target's signals at ``epoch`` (a damaged file stops the audit), or an error
+    naming the epochs it recorded."""
+    loaded = load_runs([target], epoch, layers, skip_corrupt=False)
+    if not loaded:
         raise UserError(
             f"run {target.run_index} of group {target.group!r} recorded no signals at epoch "
             f"{epoch}; it recorded epochs {target.epochs()}: pass one of them to --epoch"
         )
-    keep = load_keep(target.artifact_dir)
-    signals = load_signals(target.artifact_dir, target.resolve_epoch(epoch), layers)
-    return LoadedRun(target, signals.epoch, keep, signals)
+    return loaded[0]

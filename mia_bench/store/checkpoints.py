@@ -24,7 +24,12 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Checkpoint
 
-from mia_bench.store.artifacts import atomic_write, list_epochs, remove_temporary_files
+from mia_bench.store.artifacts import (
+    atomic_write,
+    list_epochs,
+    remove_temporary_files,
+    signals_path,
+)
 
 _EPOCH_CKPT = re.compile(r"^epoch_(\d{3,})\.ckpt$")
 
@@ -51,14 +56,16 @@ def is_whole(path: Path) -> bool:
         return False
 
 
+def epoch_checkpoints(dirpath: Path) -> dict[int, Path]:
+    """``epoch -> epoch_XXX.ckpt`` in a run's checkpoint folder, ascending by epoch."""
+    folder = Path(dirpath)
+    found = [(_EPOCH_CKPT.match(p.name), p) for p in folder.iterdir()] if folder.is_dir() else []
+    return dict(sorted((int(m.group(1)), p) for m, p in found if m))
+
+
 def complete_epochs(dirpath: Path) -> list[int]:
     """Epochs whose checkpoint is present and whole, ascending."""
-    folder = Path(dirpath)
-    if not folder.is_dir():
-        return []
-    found = (_EPOCH_CKPT.match(p.name) for p in folder.iterdir())
-    epochs = sorted(int(m.group(1)) for m in found if m)
-    return [e for e in epochs if is_whole(epoch_checkpoint_path(folder, e))]
+    return [e for e, path in epoch_checkpoints(dirpath).items() if is_whole(path)]
 
 
 def resume_checkpoint(dirpath: Path) -> Path | None:
@@ -85,21 +92,21 @@ def discard_after(run_dir: Path, checkpoint_dir: Path, epoch: int | None) -> lis
     last = -1 if epoch is None else epoch
     removed = remove_temporary_files(run_dir) + remove_temporary_files(checkpoint_dir)
     for later in (e for e in list_epochs(run_dir) if e > last):
-        removed += _remove(Path(run_dir) / "signals" / f"epoch_{later:03d}.npz")
+        removed += _remove(signals_path(run_dir, later))
     for folder in sorted((Path(run_dir) / "embeddings").glob("epoch_*")):
         if folder.name[6:].isdigit() and int(folder.name[6:]) > last:
-            shutil.rmtree(folder)
-            removed.append(folder)
-    folder = Path(checkpoint_dir)
-    for path in folder.glob("epoch_*.ckpt") if folder.is_dir() else []:
-        match = _EPOCH_CKPT.match(path.name)
-        if match and int(match.group(1)) > last:
+            removed += _remove(folder)
+    for epoch, path in epoch_checkpoints(checkpoint_dir).items():
+        if epoch > last:
             removed += _remove(path)
     return removed
 
 
 def _remove(path: Path) -> list[Path]:
-    path.unlink(missing_ok=True)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
     return [path]
 
 
