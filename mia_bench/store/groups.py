@@ -92,17 +92,13 @@ class GroupMembers:
         """Which runs were left out and why, one per line ('' when none were)."""
         return "\n".join(e.line() for e in self.excluded)
 
-    def require(self, indices: list[int] | None = None, allow_partial: bool = False) -> None:
+    def require(self, allow_partial: bool = False) -> None:
         """Refuse an incomplete group (runs missing or left out) unless ``allow_partial``.
-
-        Args:
-            indices: the run indices that must be members (default: all of the group's).
-            allow_partial: accept what remains instead.
 
         Raises:
             IncompleteGroupError: naming the missing indices, the reasons and the fix.
         """
-        wanted = self.missing() if indices is None else [i for i in indices if i in self.missing()]
+        wanted = self.missing()
         if not wanted or allow_partial:
             return
         why = {e.run_index: e.reason for e in self.excluded if e.run_index in wanted}
