@@ -13,6 +13,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from mia_bench.statistics import ReferenceStats, statistic
+
 
 @dataclass(frozen=True, eq=False)
 class AttackInputs:
@@ -24,14 +26,19 @@ class AttackInputs:
         labels: ``int[N]`` true labels, in ``[0, C)``. Stored as int64.
         embeddings: layer name -> ``[N, D]`` features of the target (read-only mapping).
         ref_logits: reference models' logits ``[R, N, A, C]`` on the same pool and
-            views, or None. Stored as float64.
+            views, or None (attacks reading full prediction vectors need them; the
+            others read ``ref_stats``). Stored as float64.
         ref_keep: ``bool[R, N]``, True where reference r trained on example n; given
-            exactly when ``ref_logits`` is.
+            exactly when there are references (``ref_logits`` or ``ref_stats``).
         ref_embeddings: layer name -> ``[R, N, D]`` features of the references (needs
-            ``ref_logits``; the layers are a subset of ``embeddings``).
+            ``ref_keep``; the layers are a subset of ``embeddings``).
         population: ``bool[N]`` pool examples the attacker may use as population
             samples (RMIA's z); None when the harness supplies none. Attacks must never
             compare an example with itself.
+        stats: statistic name -> the target's ``[N, A]`` sufficient statistics
+            (:mod:`mia_bench.statistics`) as recorded; any other is derived from ``logits``.
+        ref_stats: the references' statistics ``[R, N, A]``, read in blocks; None derives
+            them from ``ref_logits`` (exactly, in float64).
 
     Raises:
         ValueError: on any shape, dtype or range mismatch, naming it.
@@ -48,6 +55,8 @@ class AttackInputs:
     ref_keep: np.ndarray | None = None
     ref_embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
     population: np.ndarray | None = None
+    stats: Mapping[str, np.ndarray] = field(default_factory=dict)
+    ref_stats: ReferenceStats | None = None
 
     def __post_init__(self) -> None:
         logits = _as_float64(self.logits, "logits")
@@ -69,6 +78,7 @@ class AttackInputs:
                     f"{population.dtype}{list(population.shape)}"
                 )
             object.__setattr__(self, "population", population)
+        self._set_stats()
 
     @property
     def num_examples(self) -> int:
@@ -78,15 +88,75 @@ class AttackInputs:
     @property
     def num_references(self) -> int:
         """R, the number of reference models (0 without references)."""
-        return 0 if self.ref_logits is None else self.ref_logits.shape[0]
+        return 0 if self.ref_keep is None else self.ref_keep.shape[0]
+
+    @property
+    def has_references(self) -> bool:
+        """Whether reference models are given (their keep rows, logits or statistics)."""
+        return self.ref_keep is not None
+
+    def target_stat(self, name: str) -> np.ndarray:
+        """The target's statistic ``name`` (:mod:`mia_bench.statistics`), float64 ``[N, A]``."""
+        cache = self.__dict__.setdefault("_target_stats", {})
+        if name not in cache:
+            recorded = self.stats.get(name)
+            cache[name] = (
+                statistic(name, self.logits, self.labels[:, None])
+                if recorded is None
+                else np.asarray(recorded, dtype=np.float64)
+            )
+        return cache[name]
+
+    def reference_stats(self, *names: str) -> ReferenceStats:
+        """The references' statistics, given or derived from ``ref_logits`` (float64).
+
+        Raises:
+            ValueError: without references.
+        """
+        if self.ref_stats is not None:
+            return self.ref_stats
+        if self.ref_logits is None:
+            raise ValueError("this attack needs reference models: pass ref_stats or ref_logits")
+        cache = self.__dict__.setdefault("_ref_stats", {})
+        missing = [n for n in names if n not in cache]
+        if missing:
+            cache |= ReferenceStats.from_logits(self.ref_logits, self.labels, missing).arrays
+        return ReferenceStats({n: cache[n] for n in names})
+
+    def _set_stats(self) -> None:
+        shape = self.logits.shape[:2]
+        for name, values in self.stats.items():
+            if np.shape(values) != shape:
+                raise ValueError(
+                    f"stats[{name!r}] must have shape [N, A] = {list(shape)}, got "
+                    f"{list(np.shape(values))}"
+                )
+        if self.ref_stats is None:
+            return
+        if self.ref_keep is None or self.ref_stats.shape != (self.num_references, *shape):
+            raise ValueError(
+                f"ref_stats must have shape [R, N, A] = [R, {shape[0]}, {shape[1]}] with one "
+                f"keep row per reference in ref_keep, got {list(self.ref_stats.shape)} and "
+                f"{None if self.ref_keep is None else list(self.ref_keep.shape)}"
+            )
 
     def _set_references(self) -> None:
-        if (self.ref_logits is None) != (self.ref_keep is None):
+        has_refs = self.ref_logits is not None or self.ref_stats is not None
+        if has_refs and self.ref_keep is None:
             raise ValueError(
-                "ref_logits and ref_keep go together: pass both (references' logits "
-                "[R, N, A, C] and their keep rows bool[R, N]) or neither"
+                "references need their keep rows: pass ref_keep bool[R, N] together with "
+                "ref_logits [R, N, A, C] or ref_stats"
             )
+        if self.ref_keep is None:
+            return
+        ref_keep = np.asarray(self.ref_keep)
         if self.ref_logits is None:
+            if ref_keep.dtype != bool or ref_keep.shape != (ref_keep.shape[0], len(self.logits)):
+                raise ValueError(
+                    f"ref_keep must be bool[R, {len(self.logits)}] (one keep row per "
+                    f"reference), got {ref_keep.dtype}{list(ref_keep.shape)}"
+                )
+            object.__setattr__(self, "ref_keep", ref_keep)
             return
         ref_logits = _as_float64(self.ref_logits, "ref_logits")
         if ref_logits.ndim != 4 or ref_logits.shape[1:] != self.logits.shape:
@@ -94,7 +164,6 @@ class AttackInputs:
                 f"ref_logits must have shape [R, N, A, C] = [R, *{self.logits.shape}] to "
                 f"match the target's logits, got {ref_logits.shape}"
             )
-        ref_keep = np.asarray(self.ref_keep)
         if ref_keep.dtype != bool or ref_keep.shape != ref_logits.shape[:2]:
             raise ValueError(
                 f"ref_keep must be bool{list(ref_logits.shape[:2])} (one keep row per "
@@ -107,9 +176,9 @@ class AttackInputs:
         out = {name: np.asarray(e) for name, e in self.ref_embeddings.items()}
         for name, e in out.items():
             target = self.embeddings.get(name)
-            if self.ref_logits is None or target is None:
+            if self.ref_keep is None or target is None:
                 raise ValueError(
-                    f"ref_embeddings[{name!r}] needs ref_logits and the target's "
+                    f"ref_embeddings[{name!r}] needs ref_keep and the target's "
                     f"embeddings[{name!r}] too"
                 )
             if e.shape != (self.num_references, *target.shape):
@@ -133,6 +202,10 @@ class Attack:
             references), so the harness must load them.
         min_views: the fewest query views ``fn`` works with (the harness skips the
             attack on signals with fewer).
+        statistics: the sufficient statistics (:mod:`mia_bench.statistics`) ``fn`` reads
+            of the references, so the harness loads them (and nothing more).
+        needs_ref_logits: whether ``fn`` reads the references' full logits
+            ``ref_logits`` (the harness loads them only for such attacks).
 
     >>> a = Attack("zero", lambda x: np.zeros(x.num_examples), False, "none")
     >>> a(AttackInputs(np.zeros((3, 1, 2)), np.array([0, 1, 0]))).tolist()
@@ -145,6 +218,8 @@ class Attack:
     paper: str
     needs_embeddings: bool = False
     min_views: int = 1
+    statistics: tuple[str, ...] = ()
+    needs_ref_logits: bool = False
 
     def __call__(self, inputs: AttackInputs) -> np.ndarray:
         """Score every example of ``inputs``; returns finite ``float64[N]``.
@@ -152,10 +227,15 @@ class Attack:
         Raises:
             ValueError: if references are needed but absent, or ``fn`` broke its contract.
         """
-        if self.needs_references and inputs.ref_logits is None:
+        if self.needs_references and not inputs.has_references:
             raise ValueError(
                 f"attack {self.name!r} needs reference models: build AttackInputs with "
-                "ref_logits [R, N, A, C] and ref_keep bool[R, N]"
+                "ref_keep bool[R, N] and ref_stats (or ref_logits [R, N, A, C])"
+            )
+        if self.needs_ref_logits and inputs.ref_logits is None:
+            raise ValueError(
+                f"attack {self.name!r} reads the references' full logits: build "
+                "AttackInputs with ref_logits [R, N, A, C]"
             )
         scores = self.fn(inputs)
         _check_scores(scores, inputs.num_examples, self.name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia_bench import signals
 from mia_bench.attacks.base import Attack, AttackInputs
 from mia_bench.attacks.lira import split_references
 
@@ -30,6 +29,7 @@ SABLAYROLLES_2019 = (
     "Sablayrolles, Douze, Schmid, Ollivier, Jegou. White-box vs Black-box: Bayes Optimal "
     "Strategies for Membership Inference. ICML 2019"
 )
+LOSS = "log_p"  # the statistic the loss attacks read (mia_bench.statistics): minus the loss
 LOSS_MAX = 1000.0  # privacy meter's upper anchor (signal_max) of the interpolated quantiles
 
 
@@ -62,7 +62,7 @@ def attack_r(inputs: AttackInputs, *, balance: bool = True) -> np.ndarray:
     >>> attack_r(x).round(3).tolist()
     [0.544]
     """
-    loss, ref_loss = _losses(inputs)
+    loss, ref_loss = plain_losses(inputs)
     _, out = split_references(inputs.ref_keep, balance)
     return 1.0 - interpolated_cdf(loss, ref_loss, out)
 
@@ -85,7 +85,7 @@ def watson_calibrated(inputs: AttackInputs) -> np.ndarray:
     >>> watson_calibrated(x).round(4).tolist()  # log 4 - log 2, log 4/3 - log 2
     [0.6931, -0.4055]
     """
-    loss, ref_loss = _losses(inputs)
+    loss, ref_loss = plain_losses(inputs)
     return side_mean(ref_loss, ~inputs.ref_keep) - loss
 
 
@@ -108,7 +108,7 @@ def calibrated_loss(inputs: AttackInputs) -> np.ndarray:
     >>> calibrated_loss(x).round(4).tolist()  # (log 4/3 + log 4) / 2 - log 2 = log(2/sqrt 3)
     [0.1438]
     """
-    loss, ref_loss = _losses(inputs)
+    loss, ref_loss = plain_losses(inputs)
     sides = [side_mean(ref_loss, m) for m in (inputs.ref_keep, ~inputs.ref_keep) if m.any()]
     tau = np.mean(sides, axis=0) if sides else np.zeros_like(loss)  # [N]
     return tau - loss
@@ -160,15 +160,26 @@ def side_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), pooled)
 
 
-def _losses(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray]:
-    """Plain-view losses of the target ``[N]`` and of the references ``[R, N]``."""
-    ref_plain = inputs.ref_logits[:, :, 0]  # [R, N, C]
-    ref_labels = signals.expand_labels(inputs.labels, ref_plain, axis=1)
-    return signals.loss(inputs.logits[:, 0], inputs.labels), signals.loss(ref_plain, ref_labels)
+def plain_losses(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Plain-view losses ``-log p_y`` of the target ``[N]`` and of the references ``[R, N]``,
+    from the statistic ``log_p`` (recorded, or derived from the logits)."""
+    return -inputs.target_stat(LOSS)[:, 0], -inputs.reference_stats(LOSS).view(LOSS, 0)
 
 
 ATTACKS: tuple[Attack, ...] = (
-    Attack("attack_r", attack_r, needs_references=True, paper=YE_2022),
-    Attack("watson_calibrated", watson_calibrated, needs_references=True, paper=WATSON_2022),
-    Attack("calibrated_loss", calibrated_loss, needs_references=True, paper=SABLAYROLLES_2019),
+    Attack("attack_r", attack_r, needs_references=True, paper=YE_2022, statistics=(LOSS,)),
+    Attack(
+        "watson_calibrated",
+        watson_calibrated,
+        needs_references=True,
+        paper=WATSON_2022,
+        statistics=(LOSS,),
+    ),
+    Attack(
+        "calibrated_loss",
+        calibrated_loss,
+        needs_references=True,
+        paper=SABLAYROLLES_2019,
+        statistics=(LOSS,),
+    ),
 )

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_ndtr
 
-from mia_bench import signals
 from mia_bench.attacks.base import Attack, AttackInputs
+from mia_bench.attacks.calibrated import LOSS, plain_losses
 from mia_bench.attacks.neighbourhood import unit_rows
 from mia_bench.metrics import precision_at_k
 
@@ -75,7 +75,6 @@ def neighbour_counts(features: np.ndarray, population: np.ndarray, threshold: fl
         close = unit[start:stop] @ pool.T >= threshold  # [B, P]
         own = population[start:stop] & self_close[start:stop]  # counted itself: take it off
         counts[start:stop] = close.sum(axis=1) - own
-    return counts
     return counts
 
 
@@ -135,15 +134,15 @@ def direct_log_pvalues(inputs: AttackInputs) -> np.ndarray:
     """``log Pr[Z <= loss_target]``, ``Z ~ N(mean, std)`` of the OUT references' losses.
 
     Args:
-        inputs: target ``logits``, ``ref_logits`` and ``ref_keep`` (plain view only).
+        inputs: the target's and the references' plain-view losses (statistic ``log_p``)
+            and ``ref_keep``.
 
     Returns:
         ``float64[N]`` natural-log p-values (0 where a record has no OUT reference).
     """
-    if inputs.ref_logits is None:
-        raise ValueError("GMIA needs reference models (ref_logits and ref_keep)")
-    target = signals.loss(inputs.logits[:, 0], inputs.labels)  # [N]
-    refs = signals.loss(inputs.ref_logits[:, :, 0], inputs.labels[None, :])  # [R, N]
+    if not inputs.has_references:
+        raise ValueError("GMIA needs reference models (ref_stats or ref_logits, and ref_keep)")
+    target, refs = plain_losses(inputs)  # [N], [R, N]
     out = ~inputs.ref_keep  # [R, N]
     count = out.sum(axis=0)  # [N]
     mean = np.where(out, refs, 0.0).sum(axis=0) / np.maximum(count, 1)
@@ -189,10 +188,9 @@ def indirect_log_pvalues(
         ``float64[N]`` natural-log p-values; 0 (no evidence) for records not selected or
         with too few references.
     """
-    if inputs.ref_logits is None or inputs.population is None:
+    if not inputs.has_references or inputs.population is None:
         raise ValueError("indirect GMIA needs references and a population of known non-members")
-    target = signals.loss(inputs.logits[:, 0], inputs.labels)  # [N], read at enhancing records
-    refs = signals.loss(inputs.ref_logits[:, :, 0], inputs.labels[None, :])  # [R, N]
+    target, refs = plain_losses(inputs)  # [N] (read at enhancing records), [R, N]
     pool = np.flatnonzero(inputs.population)
     unit = unit_rows(features)
     out = np.zeros(len(target))
@@ -305,6 +303,11 @@ def gmia_report(
 
 ATTACKS: tuple[Attack, ...] = (
     Attack(
-        "gmia_direct", gmia_direct, needs_references=True, paper=LONG_2018, needs_embeddings=True
+        "gmia_direct",
+        gmia_direct,
+        needs_references=True,
+        paper=LONG_2018,
+        needs_embeddings=True,
+        statistics=(LOSS,),
     ),
 )

@@ -44,14 +44,15 @@ from functools import partial
 import numpy as np
 from scipy.special import log_ndtr
 
-from mia_bench import signals
 from mia_bench.attacks.base import Attack, AttackInputs
+from mia_bench.statistics import ReferenceStats
 
 CARLINI_2022 = (
     "Carlini, Chien, Nasr, Song, Terzis, Tramer. Membership Inference Attacks From First "
     "Principles. IEEE S&P 2022"
 )
 MIN_STD = 1e-30  # floor on every std, so a constant statistic gives finite scores
+STATISTIC = "scaled_logit"  # what LiRA reads (mia_bench.statistics)
 
 
 def split_references(ref_keep: np.ndarray, balance: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -70,27 +71,62 @@ def split_references(ref_keep: np.ndarray, balance: bool) -> tuple[np.ndarray, n
 
 
 def gaussian_fit(
-    stat: np.ndarray, mask: np.ndarray, fix_variance: bool
+    refs: ReferenceStats, mask: np.ndarray, fix_variance: bool, name: str = STATISTIC
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-example median and std of ``stat`` over the references in ``mask``.
+    """Per-example median and std of statistic ``name`` over the references in ``mask``.
+
+    Reads the references a block of examples at a time (memory of one block).
 
     Args:
-        stat: ``[R, N, A]`` references' statistics.
+        refs: the references' statistics ``[R, N, A]``.
         mask: ``bool[R, N]``, the references to use for each example.
         fix_variance: use the side's global std for every example.
+        name: the statistic.
 
     Returns:
         ``(mu [N, A], std [N, A], count int[N])``; ``mu`` is 0 where ``count == 0``.
     """
     count = mask.sum(axis=0)  # [N]
-    m = np.broadcast_to(mask[..., None], stat.shape)  # [R, N, A]
-    pooled = np.std(stat[m]) if m.sum() >= 2 else 0.0
-    if fix_variance:
-        std = np.full(stat.shape[1:], pooled)
-    else:
-        per_example = _masked_std(stat, m, count)
-        std = np.where(count[:, None] >= 2, per_example, pooled)
-    return _masked_median(stat, m, count), np.maximum(std, MIN_STD), count
+    mu, std = np.zeros(refs.shape[1:]), np.zeros(refs.shape[1:])  # [N, A]
+    pooled = PooledMoments()
+    for examples, stat in refs.blocks(name):  # stat [R, B, A]
+        m = np.broadcast_to(mask[:, examples, None], stat.shape)  # [R, B, A]
+        pooled.add(stat[m])
+        mu[examples] = _masked_median(stat, m, count[examples])
+        if not fix_variance:
+            std[examples] = _masked_std(stat, m, count[examples])
+    std = np.where(fix_variance | (count[:, None] < 2), pooled.std(), std)
+    return mu, np.maximum(std, MIN_STD), count
+
+
+class PooledMoments:
+    """Running count, mean and sum of squared deviations of values seen in batches
+    (Chan et al.'s pairwise update): ``np.std`` of all of them, without holding them.
+
+    >>> p = PooledMoments(); p.add(np.array([1.0, 2.0])); p.add(np.array([3.0, 6.0]))
+    >>> bool(np.isclose(p.std(), np.std([1.0, 2.0, 3.0, 6.0])))
+    True
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.squares = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        """Take in a batch of values."""
+        n = values.size
+        if n == 0:
+            return
+        mean = float(values.mean())
+        squares = float(((values - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.squares += squares + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+
+    def std(self) -> float:
+        """The std (``ddof=0``) of every value taken in; 0 with fewer than 2."""
+        return float(np.sqrt(self.squares / self.count)) if self.count >= 2 else 0.0
 
 
 def lira(
@@ -99,7 +135,8 @@ def lira(
     """LiRA scores ``float64[N]``, higher = member (see the module docstring).
 
     Args:
-        inputs: target logits ``[N, A, C]`` and references ``[R, N, A, C]`` + ``ref_keep``.
+        inputs: the target's and the references' scaled logits (``ref_stats``, or
+            derived from ``logits`` and ``ref_logits``), and ``ref_keep``.
         online: use IN and OUT references (likelihood ratio) or OUT only (one-sided test).
         fix_variance: one global std per side instead of per-example stds.
         balance: the same number of IN / OUT references for every example.
@@ -111,10 +148,8 @@ def lira(
     >>> lira(x, online=False)[0].round(4)
     np.float64(-0.6931)
     """
-    phi = signals.scaled_logit(inputs.logits, signals.expand_labels(inputs.labels, inputs.logits))
-    ref = signals.scaled_logit(
-        inputs.ref_logits, signals.expand_labels(inputs.labels, inputs.ref_logits, axis=1)
-    )  # [R, N, A]
+    phi = inputs.target_stat(STATISTIC)  # [N, A]
+    ref = inputs.reference_stats(STATISTIC)  # [R, N, A], read in blocks
     in_mask, out_mask = split_references(inputs.ref_keep, balance)
     mu_out, s_out, n_out = gaussian_fit(ref, out_mask, fix_variance)
     offline = np.mean(log_ndtr((phi - mu_out) / s_out), axis=1)  # [N]
@@ -155,19 +190,19 @@ def _log_pdf(x: np.ndarray, mu: np.ndarray, std: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mu) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
 
 
+def _variant(name: str, **kwargs: bool) -> Attack:
+    return Attack(
+        name,
+        partial(lira, **kwargs),
+        needs_references=True,
+        paper=CARLINI_2022,
+        statistics=(STATISTIC,),
+    )
+
+
 ATTACKS: tuple[Attack, ...] = (
-    Attack("lira_online", partial(lira, online=True), needs_references=True, paper=CARLINI_2022),
-    Attack("lira_offline", partial(lira, online=False), needs_references=True, paper=CARLINI_2022),
-    Attack(
-        "lira_online_fixed_var",
-        partial(lira, online=True, fix_variance=True),
-        needs_references=True,
-        paper=CARLINI_2022,
-    ),
-    Attack(
-        "lira_offline_fixed_var",
-        partial(lira, online=False, fix_variance=True),
-        needs_references=True,
-        paper=CARLINI_2022,
-    ),
+    _variant("lira_online", online=True),
+    _variant("lira_offline", online=False),
+    _variant("lira_online_fixed_var", online=True, fix_variance=True),
+    _variant("lira_offline_fixed_var", online=False, fix_variance=True),
 )

@@ -316,17 +316,19 @@ def _references(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 ATTACKS: tuple[Attack, ...] = (
-    Attack("shokri_nn", shokri_nn, needs_references=True, paper=SHOKRI_2017),
+    Attack("shokri_nn", shokri_nn, needs_references=True, paper=SHOKRI_2017, needs_ref_logits=True),
     Attack(
         "nn_loss",
         partial(nn_attack, features=loss_features),
         needs_references=True,
         paper=EMBEDDING_ATTACK_PROJECT,
+        needs_ref_logits=True,
     ),
     Attack(
         "nn_prediction",
         partial(nn_attack, features=prediction_features),
         needs_references=True,
         paper=EMBEDDING_ATTACK_PROJECT,
+        needs_ref_logits=True,
     ),
 )

@@ -22,7 +22,13 @@ from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS, summarize
 from mia_bench.store.artifacts import EpochSignals
 from mia_bench.store.groups import GroupRun
-from mia_bench.store.references import LoadedRun, References, load_runs, stack_references
+from mia_bench.store.references import (
+    LoadedRun,
+    ReferenceNeeds,
+    References,
+    load_runs,
+    open_pool,
+)
 
 
 def needs_embeddings(attacks: Sequence[Attack]) -> bool:
@@ -30,12 +36,31 @@ def needs_embeddings(attacks: Sequence[Attack]) -> bool:
     return any(a.needs_embeddings for a in attacks)
 
 
+def needs_of(attacks: Sequence[Attack], layers: Sequence[str] = ()) -> ReferenceNeeds:
+    """What ``attacks`` read of the references: their statistics, full logits only for
+    the attacks that declare it, and ``layers`` when an attack reads embeddings.
+
+    >>> from mia_bench.attacks import get_attack
+    >>> needs_of([get_attack("lira_online"), get_attack("loss")])
+    ReferenceNeeds(statistics=('scaled_logit',), logits=False, layers=())
+    """
+    refs = [a for a in attacks if a.needs_references]
+    names = tuple(dict.fromkeys(n for a in refs for n in a.statistics))
+    return ReferenceNeeds(
+        statistics=names,
+        logits=any(a.needs_ref_logits for a in refs),
+        layers=tuple(layers) if needs_embeddings(attacks) else (),
+    )
+
+
 def build_inputs(
     target: EpochSignals, refs: References | None, target_keep: np.ndarray
 ) -> AttackInputs:
     """The attacker's view of one target, with references when there are any."""
     if refs is None:
-        return AttackInputs(target.logits, target.labels, dict(target.embeddings))
+        return AttackInputs(
+            target.logits, target.labels, dict(target.embeddings), stats=target.stats
+        )
     return AttackInputs(
         logits=target.logits,
         labels=target.labels,
@@ -44,6 +69,8 @@ def build_inputs(
         ref_keep=refs.keep,
         ref_embeddings={k: v for k, v in refs.embeddings.items() if k in target.embeddings},
         population=~np.asarray(target_keep, dtype=bool),
+        stats=target.stats,
+        ref_stats=refs.stats,
     )
 
 
@@ -64,7 +91,9 @@ def score_attacks(
     usable = [
         a
         for a in attacks
-        if (inputs.ref_logits is not None or not a.needs_references) and views >= a.min_views
+        if (inputs.has_references or not a.needs_references)
+        and (inputs.ref_logits is not None or not a.needs_ref_logits)
+        and views >= a.min_views
     ]
     scores = {a.name: a(inputs) for a in usable}
     others = [layer for layer in sweep_layers if layer != "embedding"]
@@ -242,8 +271,10 @@ def audit_group(
 ) -> AuditResult:
     """Leave-one-out audit at one epoch: each run of ``targets`` is the target in turn.
 
-    Every run's signals of the epoch are loaded once (not once per target); each
-    target's references are the loaded runs other than itself.
+    Every run's keep row and statistics of the epoch are loaded once (not once per
+    target), the statistics stacked as ``[M, N, A]`` memmaps; each target's references
+    are their rows other than its own. Full signals of the references are loaded only for
+    attacks that read full logits or embeddings; a target's own signals, one at a time.
 
     Args:
         targets: the runs to attack (members of their group).
@@ -264,15 +295,16 @@ def audit_group(
         UserError: a target lacks the epoch, has fewer than ``min_references``, or a
             run's files are damaged (without ``allow_partial``).
     """
-    layers = tuple(layers) if needs_embeddings(attacks) else ()
+    needs = needs_of(attacks, layers)
+    layers = needs.layers
     needs_refs = any(a.needs_references for a in attacks)
     runs = reference_runs if reference_runs is not None else targets
-    pool = load_runs(runs, epoch, layers, skip_corrupt=allow_partial)
-    loaded = {r.run.run_id: r for r in pool}
+    pool = open_pool(runs if needs_refs else [], epoch, needs, skip_corrupt=allow_partial)
     result = AuditResult(epoch=epoch)
     for target in tqdm(targets, desc=f"audit epoch {epoch}", unit="target", disable=not progress):
-        own = loaded.get(target.run_id) or _load_target(target, epoch, layers)
-        refs = stack_references(pool, target.run_id, own.keep) if needs_refs else None
+        in_pool = pool.get(target.run_id)
+        own = in_pool if in_pool and in_pool.signals else _load_target(target, epoch, layers)
+        refs = pool.references(target.run_id, own.keep) if needs_refs else None
         count = 0 if refs is None else len(refs.run_ids)
         if needs_refs and count < min_references:
             raise UserError(

@@ -10,7 +10,7 @@ from typing import Any
 
 from mia_bench.attacks import ATTACKS, get_attack
 from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
-from mia_bench.audit.engine import AuditResult, audit_group, audit_target, needs_embeddings
+from mia_bench.audit.engine import AuditResult, audit_group, audit_target, needs_of
 from mia_bench.audit.report import (
     epochs_markdown,
     epochs_table,
@@ -219,8 +219,9 @@ def audit_checkpoint(
     target_tags = {f"mia.{k}": str(v) for k, v in data.membership_info().items()}
     check_same_pool(target_tags, reference_runs)
     chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
-    layers = tuple(layers) if needs_embeddings(chosen) else ()
-    refs = load_references(reference_runs, epoch, layers, target_keep=keep_row)
+    needs = needs_of(chosen, layers)
+    layers = needs.layers
+    refs = load_references(reference_runs, epoch, needs, target_keep=keep_row)
     result = AuditResult(epoch=signals.epoch, keep=keep_row)
     result.per_target[0] = audit_target(signals, keep_row, refs, chosen, fprs, layers)
     result.target_epochs[0] = signals.epoch

@@ -11,13 +11,18 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mia_bench.attacks import get_attack
-from mia_bench.audit.engine import audit_target, flatten, layer_depth_curve, needs_embeddings
+from mia_bench.audit.engine import audit_target, flatten, layer_depth_curve, needs_of
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
 from mia_bench.store.groups import GroupRun, group_runs
-from mia_bench.store.references import References, check_same_pool, load_references
+from mia_bench.store.references import (
+    ReferenceNeeds,
+    References,
+    check_same_pool,
+    load_references,
+)
 from mia_bench.tracking import log_epoch_metrics
 
 DEFAULT_ATTACKS = ("loss", "confidence", "entropy", "modified_entropy", "correctness")
@@ -121,14 +126,14 @@ class AttackMonitor(Callback):
         ]
 
     def _load_references(
-        self, trainer: L.Trainer, epoch: int, layers: Sequence[str], keep: np.ndarray
+        self, trainer: L.Trainer, epoch: int, needs: ReferenceNeeds, keep: np.ndarray
     ) -> References | None:
         if not self.references or not any(a.needs_references for a in self.attacks):
             return None
         if self._reference_runs is None:
             self._reference_runs = self._find_reference_runs(trainer)
         wanted = epoch if self.reference_epoch == "same" else "last"
-        refs = load_references(self._reference_runs, wanted, layers, target_keep=keep)
+        refs = load_references(self._reference_runs, wanted, needs, target_keep=keep)
         count = 0 if refs is None else len(refs.run_ids)
         if count < self.min_references:
             rank_zero_warn(
@@ -146,8 +151,9 @@ class AttackMonitor(Callback):
             return
         recorder = find_recorder(trainer)
         keep = trainer.datamodule.keep
-        layers = recorder.layers if needs_embeddings(self.attacks) else ()
-        refs = self._load_references(trainer, signals.epoch, layers, keep)
+        needs = needs_of(self.attacks, recorder.layers)
+        layers = needs.layers
+        refs = self._load_references(trainer, signals.epoch, needs, keep)
         audit = audit_target(signals, keep, refs, self.attacks, self.fprs, layers)
         metrics = flatten(audit.metrics, "mia/") | flatten(audit.reports, "mia/")
         if refs is not None:

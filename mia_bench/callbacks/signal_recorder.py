@@ -14,7 +14,13 @@ from tqdm.auto import tqdm
 
 from mia_bench.augment import query_views, resolve_views
 from mia_bench.hooks import capture_outputs
-from mia_bench.store.artifacts import EpochSignals, run_artifact_dir, save_keep, save_signals
+from mia_bench.store.artifacts import (
+    EpochSignals,
+    as_stored,
+    run_artifact_dir,
+    save_keep,
+    save_signals,
+)
 
 
 @torch.inference_mode()
@@ -88,6 +94,10 @@ class SignalRecorder(Callback):
             default the datamodule's ``query_views`` (plain, plus
             mirror for images).
         progress: show a progress bar while scoring the pool.
+        logits_dtype: ``float32`` or ``float16``, how logits are stored (float16 halves
+            them; the sufficient statistics are computed from float32 logits either way,
+            so LiRA, RMIA and the calibrated attacks are unchanged; see the README for
+            the effect on the attacks reading logits).
     """
 
     def __init__(
@@ -96,6 +106,7 @@ class SignalRecorder(Callback):
         layers: Sequence[str] = ("embedding",),
         views: str | Sequence[str] | None = None,
         progress: bool = True,
+        logits_dtype: str = "float32",
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -105,6 +116,8 @@ class SignalRecorder(Callback):
         if self.views is not None:
             query_views(self.views)  # unknown names or a first view other than plain: fail now
         self.progress = progress
+        as_stored(EpochSignals(0, np.zeros((1, 1, 2)), np.zeros(1, int)), logits_dtype)  # checks
+        self.logits_dtype = logits_dtype
         self.latest: EpochSignals | None = None
         self.recorded_epochs: list[int] = []
         self.run_dir: Path | None = None
@@ -152,6 +165,7 @@ class SignalRecorder(Callback):
         signals = compute_signals(
             net, dm.audit_dataloader(), views, self.layers, epoch, self.progress
         )
+        signals = as_stored(signals, self.logits_dtype)  # as an audit will read them
         if self.run_dir is None:
             self.run_dir = run_artifact_dir(trainer)
         save_signals(self.run_dir, signals)

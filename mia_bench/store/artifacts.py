@@ -3,8 +3,12 @@
 Layout under a run's artifact folder::
 
     keep.npy                          bool[N]      the run's keep row (True = member)
-    signals/epoch_XXX.npz             logits float32[N, A, C], labels int64[N]
+    signals/epoch_XXX.npz             logits float32 (or float16) [N, A, C], labels int64[N]
+    stats/epoch_XXX.npz               float32[N, A] sufficient statistics (mia_bench.statistics)
     embeddings/epoch_XXX/<layer>.npy  float32[N, D]
+
+``.npz`` files are compressed. The statistics are computed from the float32 logits before
+they are stored, so float16 storage of the logits leaves the reference attacks unchanged.
 
 Every write goes to a temporary file in the same folder and is renamed into place,
 so a killed run never leaves a file that reads as whole. A file that is there but does
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +30,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from mia_bench.errors import UserError
+from mia_bench.statistics import RECORDED, compute_statistics
 
 if TYPE_CHECKING:
     import lightning as L
 
 _EPOCH_FILE = re.compile(r"^epoch_(\d{3,})\.npz$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+LOGITS_DTYPES = ("float32", "float16")  # how logits may be stored
 
 
 class CorruptArtifactError(UserError):
@@ -85,10 +92,16 @@ def read_npy(path: Path) -> np.ndarray:
     return _read(Path(path), lambda p: np.load(p, allow_pickle=False))
 
 
-def _read_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def read_npz(
+    path: Path, keys: Sequence[str] | None, only_present: bool = False
+) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` (all with None; those present with ``only_present``)."""
+
     def load(p: Path) -> dict[str, np.ndarray]:
         with np.load(p, allow_pickle=False) as z:
-            return {key: z[key] for key in keys}  # reads (and CRC-checks) each array
+            wanted = z.files if keys is None else keys
+            wanted = [k for k in wanted if k in z.files] if only_present else wanted
+            return {key: z[key] for key in wanted}  # reads (and CRC-checks) each array
 
     return _read(path, load)
 
@@ -102,12 +115,41 @@ class EpochSignals:
         logits: ``float32[N, A, C]``, A query views (view 0 = plain).
         labels: ``int64[N]``.
         embeddings: layer name -> ``float32[N, D]`` (view 0).
+        stats: statistic name -> ``float32[N, A]`` (:mod:`mia_bench.statistics`),
+            computed from the float32 logits.
     """
 
     epoch: int
     logits: np.ndarray
     labels: np.ndarray
     embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
+    stats: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+def as_stored(signals: EpochSignals, logits_dtype: str = "float32") -> EpochSignals:
+    """The signals as they are stored: statistics computed from the float32 logits, then
+    the logits in ``logits_dtype``.
+
+    float16 logits beyond its range (65504) would read back as inf: such an epoch keeps
+    float32 logits, with a warning.
+
+    Raises:
+        ValueError: for a dtype other than float32 and float16.
+    """
+    if logits_dtype not in LOGITS_DTYPES:
+        raise ValueError(f"logits_dtype must be one of {LOGITS_DTYPES}, got {logits_dtype!r}")
+    logits = np.asarray(signals.logits, dtype=np.float32)
+    stats = dict(signals.stats) or compute_statistics(logits, signals.labels, RECORDED)
+    with np.errstate(over="ignore"):  # checked just below
+        stored = logits.astype(logits_dtype)
+    if not np.isfinite(stored).all() and np.isfinite(logits).all():
+        warnings.warn(
+            f"epoch {signals.epoch}: logits reach {np.abs(logits).max():.4g}, beyond float16's "
+            "range; this epoch keeps float32 logits",
+            stacklevel=2,
+        )
+        stored = logits
+    return EpochSignals(signals.epoch, stored, signals.labels, signals.embeddings, stats)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -148,6 +190,11 @@ def signals_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / "signals" / f"epoch_{epoch:03d}.npz"
 
 
+def stats_path(run_dir: Path, epoch: int) -> Path:
+    """Where a run's sufficient statistics of one epoch live."""
+    return Path(run_dir) / "stats" / f"epoch_{epoch:03d}.npz"
+
+
 def embedding_path(run_dir: Path, epoch: int, layer: str) -> Path:
     """Where a run's embeddings of one layer and epoch live."""
     return Path(run_dir) / "embeddings" / f"epoch_{epoch:03d}" / f"{layer}.npy"
@@ -172,20 +219,28 @@ def load_keep(run_dir: Path) -> np.ndarray:
 
 
 def save_signals(run_dir: Path, signals: EpochSignals) -> list[Path]:
-    """Save one epoch's logits, labels and embeddings; returns the written files.
+    """Save one epoch's embeddings, statistics, logits and labels; returns the written files.
 
-    Embeddings are written first and the logits file last, so a present
-    ``signals/epoch_XXX.npz`` means the epoch is complete.
+    Signals without statistics get them (:func:`as_stored`). Embeddings and statistics are
+    written first and the logits file last, so a present ``signals/epoch_XXX.npz`` means
+    the epoch is complete.
     """
+    if not signals.stats:
+        half = np.asarray(signals.logits).dtype == np.float16
+        signals = as_stored(signals, "float16" if half else "float32")
     written = [
         _save_npy(embedding_path(run_dir, signals.epoch, layer), np.asarray(values))
         for layer, values in signals.embeddings.items()
     ]
+    stats = {k: np.asarray(v, dtype=np.float32) for k, v in signals.stats.items()}
+    written.append(_save_npz(stats_path(run_dir, signals.epoch), stats))
     arrays = {"logits": signals.logits, "labels": signals.labels}
-    written.append(
-        atomic_write(signals_path(run_dir, signals.epoch), lambda f: np.savez(f, **arrays))
-    )
+    written.append(_save_npz(signals_path(run_dir, signals.epoch), arrays))
     return written
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_signals(run_dir: Path, epoch: int, layers: Sequence[str] = ()) -> EpochSignals:
@@ -200,13 +255,21 @@ def load_signals(run_dir: Path, epoch: int, layers: Sequence[str] = ()) -> Epoch
     if not path.exists():
         have = list_epochs(run_dir)
         raise FileNotFoundError(f"no signals for epoch {epoch} at {path}; epochs recorded: {have}")
-    arrays = _read_npz(path, ("logits", "labels"))
+    arrays = read_npz(path, ("logits", "labels"))
     logits, labels = arrays["logits"], arrays["labels"]  # [N, A, C], [N]
     if logits.ndim != 3 or labels.shape != logits.shape[:1]:
         shapes = f"logits {list(logits.shape)} and labels {list(labels.shape)}"
         raise CorruptArtifactError(path, f"holds {shapes}, not [N, A, C] and [N]")
     embeddings = {layer: _load_embedding(run_dir, epoch, layer, len(labels)) for layer in layers}
-    return EpochSignals(epoch, logits, labels, embeddings)
+    stats_file = stats_path(run_dir, epoch)
+    stats = read_npz(stats_file, None) if stats_file.is_file() else {}  # none: recorded before
+    for name, values in stats.items():
+        if values.shape != logits.shape[:2]:
+            raise CorruptArtifactError(
+                stats_file,
+                f"holds {name} {list(values.shape)}, not [N, A] = {list(logits.shape[:2])}",
+            )
+    return EpochSignals(epoch, logits, labels, embeddings, stats)
 
 
 def _load_embedding(run_dir: Path, epoch: int, layer: str, num_examples: int) -> np.ndarray:

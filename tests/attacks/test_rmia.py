@@ -8,21 +8,24 @@ import torch
 from synthetic import member_like
 
 from mia_bench.attacks import ATTACKS, AttackInputs
-from mia_bench.attacks.rmia import rmia
+from mia_bench.attacks.rmia import A_GRID, fit_offline_a, rmia
 from mia_bench.metrics import auc
+from mia_bench.statistics import log_p_name
 
 
-def true_label_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """p_y by torch.softmax, labels along the example axis (-3 of [..., N, A, C])."""
-    p = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+def true_label_prob(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """p_y by torch.softmax at a temperature; labels along the example axis (-3)."""
+    p = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
     index = np.broadcast_to(labels[:, None, None], (*p.shape[:-1], 1))
     return np.take_along_axis(p, index, axis=-1)[..., 0]  # [..., N, A]
 
 
-def rmia_loop(x: AttackInputs, online: bool, a: float = 0.3, gamma: float = 1.0) -> np.ndarray:
+def rmia_loop(
+    x: AttackInputs, online: bool, a: float = 0.3, gamma: float = 1.0, temperature: float = 1.0
+) -> np.ndarray:
     """The paper's equations, one example, one view and one pair at a time."""
-    target = true_label_prob(x.logits, x.labels)  # [N, A]
-    refs = true_label_prob(x.ref_logits, x.labels)  # [R, N, A]
+    target = true_label_prob(x.logits, x.labels, temperature)  # [N, A]
+    refs = true_label_prob(x.ref_logits, x.labels, temperature)  # [R, N, A]
     n, views = target.shape
     lr = np.empty((n, views))
     for i in range(n):
@@ -60,10 +63,14 @@ def random_inputs(seed: int, n: int = 14, r: int = 6, a: int = 3, c: int = 4) ->
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("online", [True, False])
 @pytest.mark.parametrize("a, gamma", [(0.3, 1.0), (0.0, 2.0), (1.0, 0.5), (0.6, 1.3)])
-def test_matches_double_loop(seed: int, online: bool, a: float, gamma: float) -> None:
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_matches_double_loop(
+    seed: int, online: bool, a: float, gamma: float, temperature: float
+) -> None:
     x = random_inputs(seed)
-    got = rmia(x, online=online, a=a, gamma=gamma)
-    np.testing.assert_allclose(got, rmia_loop(x, online, a, gamma), rtol=0, atol=1e-12)
+    got = rmia(x, online=online, a=a, gamma=gamma, temperature=temperature)
+    want = rmia_loop(x, online, a, gamma, temperature)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 def test_registry_entries_are_the_variants() -> None:
@@ -103,12 +110,13 @@ def test_tiny_by_hand() -> None:
     # Online: ex0 has IN and OUT: Pr(x) = (0.9 + 0.4) / 2 = 0.65, LR = 1.2308; ex1, ex2
     # have no IN reference and keep the offline Pr(x).
     # gamma = 1: both rank ex0 > ex1 > ex2 -> fractions of the 2 others: 1, 1/2, 0
-    np.testing.assert_allclose(rmia(x, online=False), [1.0, 0.5, 0.0])
-    np.testing.assert_allclose(rmia(x, online=True), [1.0, 0.5, 0.0])
+    plain = {"a": 0.3, "temperature": 1.0}
+    np.testing.assert_allclose(rmia(x, online=False, **plain), [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(rmia(x, online=True, **plain), [1.0, 0.5, 0.0])
     # gamma = 1.7: offline 1.3115 / 0.7407 = 1.771 and / 0.7339 = 1.787 pass;
     # online 1.2308 / 0.7407 = 1.662 and / 0.7339 = 1.677 do not; ex1 / ex2 = 1.009 never
-    np.testing.assert_allclose(rmia(x, online=False, gamma=1.7), [1.0, 0.0, 0.0])
-    np.testing.assert_allclose(rmia(x, online=True, gamma=1.7), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(rmia(x, online=False, gamma=1.7, **plain), [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(rmia(x, online=True, gamma=1.7, **plain), [0.0, 0.0, 0.0])
 
 
 def test_self_pair_is_excluded() -> None:
@@ -159,9 +167,9 @@ def test_missing_in_or_out_references() -> None:
         x.logits, x.labels, ref_logits=x.ref_logits, ref_keep=keep, population=x.population
     )
     for online in (True, False):
-        got = rmia(x, online=online)
+        got = rmia(x, online=online, a=0.3)
         assert np.isfinite(got).all()
-        np.testing.assert_allclose(got, rmia_loop(x, online), atol=1e-12)
+        np.testing.assert_allclose(got, rmia_loop(x, online, temperature=2.0), atol=1e-12)
 
 
 @pytest.mark.parametrize("population", [None, np.eye(14, dtype=bool)[3], np.zeros(14, bool)])
@@ -208,3 +216,45 @@ def test_large_pool_without_an_n_by_z_matrix() -> None:
     for online in (True, False):
         scores = rmia(x, online=online)
         assert scores.shape == (n,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def _as_target(x: AttackInputs, r: int) -> tuple[AttackInputs, np.ndarray]:
+    """Reference ``r`` of ``x`` as the target, the others as its references."""
+    others = np.arange(x.num_references) != r
+    inputs = AttackInputs(
+        x.ref_logits[r],
+        x.labels,
+        ref_logits=x.ref_logits[others],
+        ref_keep=x.ref_keep[others],
+        population=~x.ref_keep[r],
+    )
+    return inputs, x.ref_keep[r]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fitted_a_is_the_best_on_the_first_reference(seed: int) -> None:
+    # brute force: attack reference 0 with the others at every a of the grid
+    x, _ = member_like(seed, n=200, r=8, population=True)
+    pseudo, truth = _as_target(x, 0)
+    aucs = {a: auc(rmia(pseudo, a=a), truth) for a in A_GRID}
+    best = max(A_GRID, key=lambda a: (aucs[a], -a))
+    name = log_p_name(2.0)
+    assert fit_offline_a(x.reference_stats(name), x.ref_keep, name) == best
+    np.testing.assert_array_equal(rmia(x), rmia(x, a=best))
+
+
+def test_fitted_a_never_reads_the_target() -> None:
+    # the fit sees the references only: another target (and another membership) leaves a
+    x, membership = member_like(4, n=200, r=8, population=True)
+    name = log_p_name(2.0)
+    fitted = fit_offline_a(x.reference_stats(name), x.ref_keep, name)
+    other = AttackInputs(
+        -x.logits, x.labels, ref_logits=x.ref_logits, ref_keep=x.ref_keep, population=membership
+    )
+    assert fit_offline_a(other.reference_stats(name), other.ref_keep, name) == fitted
+    np.testing.assert_array_equal(rmia(other), rmia(other, a=fitted))
+
+
+def test_temperature_changes_the_signal() -> None:
+    x, membership = member_like(0, population=True)
+    assert not np.array_equal(rmia(x, a=0.3, temperature=1.0), rmia(x, a=0.3))

@@ -43,7 +43,9 @@ def test_layer_sweep_adds_one_entry_per_layer_and_finds_the_leaky_one():
     from mia_bench.store.references import References
 
     target, keep, logits, emb = _signals()
-    refs = References(logits[1:], keep[1:], {k: v[1:] for k, v in emb.items()}, [], [])
+    refs = References(
+        keep[1:], [], [], logits=logits[1:], embeddings={k: v[1:] for k, v in emb.items()}
+    )
     inputs = build_inputs(target, refs, keep[0])
     scores = score_attacks([get_attack("nn_embedding")], inputs, ["embedding", "fc0"])
     assert set(scores) == {"nn_embedding", "nn_embedding_fc0"}
@@ -54,7 +56,7 @@ def test_population_is_the_targets_nonmembers():
     target, keep, logits, _ = _signals()
     from mia_bench.store.references import References
 
-    inputs = build_inputs(target, References(logits[1:], keep[1:], {}, [], []), keep[0])
+    inputs = build_inputs(target, References(keep[1:], [], [], logits=logits[1:]), keep[0])
     np.testing.assert_array_equal(inputs.population, ~keep[0])
 
 
