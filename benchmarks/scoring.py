@@ -38,37 +38,46 @@ OLD_FITS_UP_TO = 16  # references the old path holds in 24 GiB (0.37 GB each, pl
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def reference_logits(seed: int, n: int = N) -> tuple[np.ndarray, np.ndarray]:
-    """One model's logits ``float32[n, A, C]`` and its keep row: members get a boost."""
-    rng = np.random.default_rng(seed)
-    keep = rng.random(n) < 0.5
-    logits = rng.normal(size=(n, A, C)).astype(np.float32)
-    logits[np.arange(n), :, labels(n)] += (1.0 + 2.0 * keep)[:, None].astype(np.float32)
-    return logits, keep
+def keep_matrix(refs: int, n: int = N) -> np.ndarray:
+    """``bool[refs, n]``, balanced in each block of 16 rows: every example is IN for 8 of
+    them (LiRA's design), so any first 16k references are balanced too."""
+    rng = np.random.default_rng(2022)
+    blocks = [np.argsort(rng.random((16, n)), axis=0) < 8 for _ in range(-(-refs // 16))]
+    return np.concatenate(blocks)[:refs]
+
+
+def model_logits(seed: int, keep: np.ndarray) -> np.ndarray:
+    """One model's logits ``float32[n, A, C]``: the true label's logit is raised by the
+    example's difficulty (shared by all models) and, for its members, by 0.5 more."""
+    n = len(keep)
+    difficulty = np.random.default_rng(7).normal(1.0, 1.0, size=n)
+    logits = np.random.default_rng(seed).normal(size=(n, A, C)).astype(np.float32)
+    logits[np.arange(n), :, labels(n)] += (difficulty + 0.5 * keep)[:, None].astype(np.float32)
+    return logits
 
 
 def labels(n: int = N) -> np.ndarray:
     return np.random.default_rng(12345).integers(0, C, size=n)
 
 
-def write_group(folder: Path, refs: int) -> None:
-    """The group's statistics as raw float32 ``[R, N, A]`` files, plus keep rows and target."""
+def write_group(folder: Path, refs: int, n: int = N) -> None:
+    """The group's statistics as raw float32 ``[R, n, A]`` files, plus keep rows and target."""
     from mia_bench.statistics import compute_statistics
 
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "examples.txt").write_text(str(n))
     names = ("scaled_logit", "log_p", "log_p_t2")
     files = {name: open(folder / name, "wb") for name in names}  # noqa: SIM115
-    keep = []
+    keep = keep_matrix(refs, n)
     for r in range(refs):
-        logits, k = reference_logits(r + 1)
-        for name, values in compute_statistics(logits, labels(), names).items():
+        logits = model_logits(r + 1, keep[r])
+        for name, values in compute_statistics(logits, labels(n), names).items():
             files[name].write(values.tobytes())
-        keep.append(k)
     for f in files.values():
         f.close()
-    np.save(folder / "keep.npy", np.stack(keep))
-    target, membership = reference_logits(0)
-    np.save(folder / "target.npy", target)
+    np.save(folder / "keep.npy", keep)
+    membership = np.random.default_rng(0).random(n) < 0.5
+    np.save(folder / "target.npy", model_logits(0, membership))
     np.save(folder / "membership.npy", membership)
 
 
@@ -93,31 +102,32 @@ def new_scorer(attack: str, like_old: bool):
 
 def measure(path: str, attack: str, refs: int, folder: Path, like_old: bool) -> dict:
     """One measurement, in this process: returns seconds, peak GB and the scores' file."""
+    n = int((folder / "examples.txt").read_text())
     keep = np.load(folder / "keep.npy")[:refs]
     target = np.load(folder / "target.npy")
     population = ~np.load(folder / "membership.npy")
     if path == "old":
         from benchmarks.baseline.inputs import AttackInputs
 
-        ref_logits = np.stack([reference_logits(r + 1)[0] for r in range(refs)])
-        inputs = AttackInputs(target, labels(), ref_logits, keep, population)
+        ref_logits = np.stack([model_logits(r + 1, keep[r]) for r in range(refs)])
+        inputs = AttackInputs(target, labels(n), ref_logits, keep, population)
         del ref_logits
         score = old_scorer(attack)
     else:
         from mia_bench.attacks import AttackInputs
         from mia_bench.statistics import ReferenceStats
 
-        shape = (refs, N, A)
+        shape = (refs, n, A)
         names = ("scaled_logit", "log_p", "log_p_t2")
         arrays = {n: np.memmap(folder / n, np.float32, "r", shape=shape) for n in names}
         from mia_bench.statistics import compute_statistics
 
         inputs = AttackInputs(
             target,
-            labels(),
+            labels(n),
             ref_keep=keep,
             population=population,
-            stats=compute_statistics(target, labels(), names),
+            stats=compute_statistics(target, labels(n), names),
             ref_stats=ReferenceStats(arrays),
         )
         score = new_scorer(attack, like_old)
@@ -154,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refs", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--folder", type=Path, default=Path("bench_scoring_data"))
+    parser.add_argument("--examples", type=int, default=N, help="pool size N (smoke runs)")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(path, attack, int(refs), Path(folder), like_old == "1")))
         return
     started = time.perf_counter()
-    write_group(args.folder, max(args.refs))
+    write_group(args.folder, max(args.refs), args.examples)
     print(f"wrote the group's statistics in {time.perf_counter() - started:.0f} s")
     rows = []
     for refs in args.refs:
@@ -174,16 +185,16 @@ def main(argv: list[str] | None = None) -> None:
                 row["agreement"] = compare(row["old"], like, args.folder)
             rows.append(row)
             print(json.dumps(row))
-    write_results(rows)
+    write_results(rows, args.examples)
 
 
-def write_results(rows: list[dict]) -> None:
+def write_results(rows: list[dict], n: int) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scoring.json").write_text(json.dumps(rows, indent=2))
     old = {r["attack"]: r["old"] for r in rows if "old" in r}
     old_refs = max((r["refs"] for r in rows if "old" in r), default=None)
     lines = [
-        f"# Scoring at N = {N}, A = {A}, C = {C} (2 CPU cores)",
+        f"# Scoring at N = {n}, A = {A}, C = {C} (2 CPU cores)",
         "",
         "| R | attack | new s | new peak GB | old s | old peak GB | speed-up | memory ratio |",
         "|---|---|---|---|---|---|---|---|",

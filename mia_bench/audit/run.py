@@ -20,6 +20,7 @@ from mia_bench.audit.report import (
 )
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS
+from mia_bench.store.artifacts import as_stored
 from mia_bench.store.groups import GroupMembers, client_and_experiment, scan_group
 from mia_bench.store.references import check_same_pool, load_references
 from mia_bench.store.runs import MlflowSettings
@@ -212,6 +213,7 @@ def audit_checkpoint(
     config = config or found[0]
     keep_path = keep or found[1]
     signals, data = signals_of_checkpoint(checkpoint, config, tuple(layers))
+    signals = as_stored(signals)  # its statistics as a recorded run's: from float32 logits
     keep_row = load_keep_file(keep_path, data.num_examples)
     own_run = checkpoint.resolve().parent.name  # a run is never its own reference
     runs, _ = reference_members(client, exp_id, references, allow_partial)
