@@ -24,14 +24,17 @@ from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
+from mia_bench.errors import UserError  # noqa: E402
 from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
 from mia_bench.store.checkpoints import (  # noqa: E402
     EpochCheckpoint,
+    EpochCommit,
     checkpoint_epoch,
     discard_after,
     resume_checkpoint,
 )
 from mia_bench.store.leases import release_held  # noqa: E402
+from mia_bench.store.retention import CheckpointRetention  # noqa: E402
 from mia_bench.store.runs import (  # noqa: E402
     MlflowSettings,
     config_fingerprint,
@@ -86,6 +89,7 @@ class MiaCLI(LightningCLI):
             help="name of the group of runs (tag mia.group); default: the config file's name",
         )
         parser.add_class_arguments(MlflowSettings, "mlflow")
+        parser.add_class_arguments(CheckpointRetention, "checkpoints")
         parser.add_lightning_class_args(SignalRecorder, "signals")
         parser.add_lightning_class_args(AttackMonitor, "attacks")
         parser.add_lightning_class_args(PropertyMonitor, "properties")
@@ -138,6 +142,13 @@ class MiaCLI(LightningCLI):
         check_layers(self.model.net, init["signals"].layers)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"
+        checkpointing = init["trainer"].get("enable_checkpointing") is not False
+        if resume and not checkpointing:
+            raise UserError(
+                "--ckpt_path last: with --trainer.enable_checkpointing false the run keeps no "
+                "checkpoints to resume from; drop --ckpt_path (and give a new --group), or "
+                "train with checkpointing on"
+            )
         info = self.datamodule.membership_info()
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
@@ -154,7 +165,8 @@ class MiaCLI(LightningCLI):
         if resume:
             init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints)
         callbacks = list(init["trainer"].get("callbacks") or [])
-        kwargs["callbacks"] = callbacks + [EpochCheckpoint(checkpoints)]
+        keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
+        kwargs["callbacks"] = callbacks + [keeper or EpochCommit()]
         return super().instantiate_trainer(**kwargs)
 
     def _resume_from(self, logger: BufferedMLFlowLogger, checkpoints: Path) -> str | None:
@@ -164,7 +176,14 @@ class MiaCLI(LightningCLI):
         """
         path = resume_checkpoint(checkpoints)
         epoch = None if path is None else checkpoint_epoch(path)
-        run_dir = local_artifact_dir(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+        run = logger.experiment.get_run(logger.run_id)
+        if path is None and run.data.metrics:  # metrics are committed after a checkpoint
+            raise UserError(
+                f"--ckpt_path last: run {logger.run_id} logged epochs but kept no checkpoints "
+                f"in {checkpoints} (trained with --trainer.enable_checkpointing false?): it "
+                "cannot be resumed; train it anew under another --group"
+            )
+        run_dir = local_artifact_dir(run.info.artifact_uri)
         discard_after(run_dir, checkpoints, epoch)
         return None if path is None else str(path)
 

@@ -70,7 +70,7 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
     assert "class_path: mia_bench.data.Digits" in (art / "config.yaml").read_text()
 
     ckpts = sorted(p.name for p in (in_tmp / "mlruns" / "checkpoints" / run.info.run_id).iterdir())
-    assert ckpts == ["epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"]
+    assert ckpts == ["epoch_001.ckpt", "last.ckpt"]  # every 10th epoch's, and the newest
 
 
 @pytest.mark.slow
