@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
+from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
@@ -139,6 +140,8 @@ class MiaCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()
+        if init["signals"].layers is None:  # the layers the attacks and properties use
+            init["signals"].layers = layers_needed([init["attacks"], init["properties"]])
         check_layers(self.model.net, init["signals"].layers)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"

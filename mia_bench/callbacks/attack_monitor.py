@@ -98,6 +98,11 @@ class AttackMonitor(Callback):
         self.last_metrics: dict[str, float] = {}
         self.depth_curves: dict[str, dict[str, float]] = {}  # "epoch N" -> {layer: AUC}
 
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether an attack reads layer embeddings (the SignalRecorder then records them)."""
+        return needs_embeddings(self.attacks)
+
     def _find_reference_runs(self, trainer: L.Trainer) -> list[GroupRun]:
         logger = _mlflow(trainer)
         client = logger.experiment
@@ -146,7 +151,7 @@ class AttackMonitor(Callback):
             return
         recorder = find_recorder(trainer)
         keep = trainer.datamodule.keep
-        layers = recorder.layers if needs_embeddings(self.attacks) else ()
+        layers = recorder.layers if self.needs_embeddings else ()
         refs = self._load_references(trainer, signals.epoch, layers, keep)
         audit = audit_target(signals, keep, refs, self.attacks, self.fprs, layers)
         metrics = flatten(audit.metrics, "mia/") | flatten(audit.reports, "mia/")
