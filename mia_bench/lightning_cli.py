@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
+from mia_bench.budget import report_audit_cost, run_audit_cost  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
@@ -156,6 +157,8 @@ class MiaCLI(LightningCLI):
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
         info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
+        if info["command"] == "fit":
+            self._report_audit_cost(init)
         lease = self.subcommand == "fit"  # leases: fit only
         run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)
         kwargs["logger"] = BufferedMLFlowLogger(
@@ -171,6 +174,16 @@ class MiaCLI(LightningCLI):
         keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
         kwargs["callbacks"] = callbacks + [keeper or EpochCommit()]
         return super().instantiate_trainer(**kwargs)
+
+    def _report_audit_cost(self, init: dict[str, Any]) -> None:
+        """Log what recording signals costs next to training (see :mod:`mia_bench.budget`)."""
+        recorder, dm, epochs = init["signals"], self.datamodule, init["trainer"].get("max_epochs")
+        if not epochs or epochs < 0:  # no epoch limit: no cost to state
+            return
+        views = len(recorder.views or dm.query_views)
+        members = int(dm.keep.sum())
+        cost = run_audit_cost(dm.num_examples, members, views, recorder.every_n_epochs, epochs)
+        report_audit_cost(cost)
 
     def _resume_from(self, logger: BufferedMLFlowLogger, checkpoints: Path) -> str | None:
         """The newest complete epoch's checkpoint; what a killed attempt left beyond goes.
@@ -238,9 +251,21 @@ def instantiate_from_config(
         config: a fit config file.
         overrides: further fit arguments, e.g. ``["--data.root=DIR"]``.
     """
-    cli = _parse_only(["-c", str(config), *overrides], _ConfigFileCLI)
-    init = cli.parser.instantiate_classes(cli.config)
+    _, init, _ = instantiate_fit(["-c", str(config), *overrides], _ConfigFileCLI)
     return init.model, init.data
+
+
+def instantiate_fit(
+    fit_args: Sequence[str], cli_class: type[MiaCLI] = _ParseOnlyCLI
+) -> tuple[Any, Any, str]:
+    """What ``mia-bench fit FIT_ARGS`` would build, without training or opening a run.
+
+    Returns the resolved config, its instantiated form (``model``, ``data``, ``signals``,
+    ``attacks``, ``properties``, ``checkpoints``, ...; the data module's pool is not
+    loaded) and the group name.
+    """
+    cli = _parse_only(list(fit_args), cli_class)
+    return cli.config, cli.parser.instantiate_classes(cli.config), cli.group_name()
 
 
 def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
