@@ -76,8 +76,8 @@ class AuditCost:
     def describe(self) -> str:
         """One line: the passes, the fraction and what training takes.
 
-        >>> AuditCost(1797, 1, 20, 898, 20).describe()  # doctest: +ELLIPSIS
-        'auditing costs 1,797 pool examples x 1 view x 20 recorded epochs = 35,940 ...'
+        >>> print(AuditCost(1797, 1, 20, 898, 20).describe())  # doctest: +ELLIPSIS
+        auditing costs 1,797 pool examples x 1 view x 20 recorded epochs = 35,940 ...
         """
         views = "view" if self.num_views == 1 else "views"
         return (
