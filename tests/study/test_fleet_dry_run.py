@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mia_bench.cli import main
 from mia_bench.data import CIFAR10Partial, Digits, Location
 from mia_bench.lightning_cli import instantiate_fit
-from mia_bench.store.artifacts import EpochSignals, local_artifact_dir, save_keep, save_signals
-from mia_bench.store.leases import acquire_lease
-from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 from mia_bench.study.footprint import project_run, size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,21 +38,9 @@ def test_dry_run_on_a_fresh_folder_plans_and_projects_without_creating_a_store(i
     assert not (in_tmp / "mlruns").exists()
 
 
-def test_dry_run_names_trained_and_held_runs_and_opens_none(in_tmp, capsys):
-    settings = MlflowSettings()
-    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
-    exp_id = experiment_id(client, settings)
-    lease = acquire_lease(client, exp_id, "g", 0, heartbeat_s=0)
-    tags = {"mia.group": "g", "mia.run_index": "1", "mia.num_runs": "4"}
-    done = client.create_run(exp_id, tags=tags | {"mia.recorded_epochs": "0"})
-    folder = local_artifact_dir(done.info.artifact_uri)  # a run that counts for the group
-    save_keep(folder, np.ones(4, dtype=bool))
-    save_signals(folder, EpochSignals(0, np.zeros((4, 1, 2), np.float32), np.zeros(4, int)))
-    client.set_terminated(done.info.run_id, "FINISHED")
-    try:
-        out = _dry_run(capsys, "--runs=0:3", "--group=g", "--data.num_runs=4", *TINY)
-    finally:
-        lease.release()
+def test_dry_run_names_trained_and_held_runs_and_opens_none(held_and_finished, in_tmp, capsys):
+    client, exp_id, lease = held_and_finished
+    out = _dry_run(capsys, "--runs=0:3", "--group=g", "--data.num_runs=4", *TINY)
     assert f"  run 0: being trained by {lease.holder}, left to it" in out
     assert "  run 1: already trained, skipped" in out and "  run 2: would train" in out
     assert len(client.search_runs([exp_id])) == 1  # the dry run opened none
