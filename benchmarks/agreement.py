@@ -33,7 +33,9 @@ def agreement(group: str, settings: MlflowSettings) -> dict:
     from mia_bench.attacks import get_attack
 
     client, exp_id = client_and_experiment(settings)
-    runs = scan_group(client, exp_id, group).require(allow_partial=False)
+    members = scan_group(client, exp_id, group)
+    members.require(allow_partial=False)
+    runs = members.members
     loaded = load_runs(runs, "last")
     needs = needs_of([get_attack(n) for n in PAIRS if n != "gmia_direct"])
     pool = open_pool(runs, "last", needs)

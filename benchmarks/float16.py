@@ -34,7 +34,9 @@ def half(logits: np.ndarray) -> np.ndarray:
 def compare(group: str, settings: MlflowSettings, layers: tuple[str, ...]) -> dict:
     """attack -> the largest |float32 - float16| of its AUC and TPRs over the targets."""
     client, exp_id = client_and_experiment(settings)
-    runs = scan_group(client, exp_id, group).require(allow_partial=False)
+    members = scan_group(client, exp_id, group)
+    members.require(allow_partial=False)
+    runs = members.members
     attacks = list(ATTACKS.values())
     needs = replace(needs_of(attacks, layers), logits=True)
     pool = open_pool(runs, "last", needs)

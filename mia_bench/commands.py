@@ -69,6 +69,12 @@ def fleet_main(argv: list[str]) -> int:
     parser.add_argument("--runs", required=True, help="run indices: START:STOP, or 0,3,5")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
     parser.add_argument("--group", default=None, help="group name (default: config's name)")
+    parser.add_argument(
+        "--dry-run",
+        "--dry_run",
+        action="store_true",
+        help="print the plan, the projected store size and the audit cost; train nothing",
+    )
     known, fit_args = parser.parse_known_args(argv)
     if known.group:
         fit_args += [f"--group={known.group}"]
@@ -81,10 +87,26 @@ def fleet_main(argv: list[str]) -> int:
             f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
         )
     settings = MlflowSettings(**vars(config.mlflow))
-    jobs = plan(settings, group, runs, config_fingerprint(config.clone().as_dict()))
+    fingerprint = config_fingerprint(config.clone().as_dict())
+    jobs = plan(settings, group, runs, fingerprint, create=not known.dry_run)
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    failed = Fleet(fit_args, group, known.workers, log_dir, settings).run(jobs)
-    return 1 if failed else 0
+    fleet = Fleet(fit_args, group, known.workers, log_dir, settings)
+    if known.dry_run:
+        print("\n".join(dry_run_report(fit_args, fleet, jobs)))
+        return 0
+    return 1 if fleet.run(jobs) else 0
+
+
+def dry_run_report(fit_args: list[str], fleet: Fleet, jobs: list) -> list[str]:
+    """``fleet --dry-run``'s lines: the plan, the store it would write, the audit cost."""
+    from mia_bench.budget import cost_summary
+    from mia_bench.lightning_cli import instantiate_fit
+    from mia_bench.study.footprint import describe, project_run
+
+    footprint, cost = project_run(*instantiate_fit(fit_args)[:2])
+    lines = [f"[fleet {fleet.group}] dry run: no run is trained or opened"]
+    lines += [f"  {line}" for line in fleet.dry_run(jobs)] + describe(footprint, len(jobs))
+    return lines + [f"audit cost per run: {cost_summary(cost)}"]
 
 
 def audit_main(argv: list[str]) -> int:

@@ -20,18 +20,23 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
+from mia_bench.budget import report_audit_cost, run_audit_cost  # noqa: E402
 from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
+from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
+from mia_bench.errors import UserError  # noqa: E402
 from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
 from mia_bench.store.checkpoints import (  # noqa: E402
     EpochCheckpoint,
+    EpochCommit,
     checkpoint_epoch,
     discard_after,
     resume_checkpoint,
 )
 from mia_bench.store.leases import release_held  # noqa: E402
+from mia_bench.store.retention import CheckpointRetention  # noqa: E402
 from mia_bench.store.runs import (  # noqa: E402
     MlflowSettings,
     config_fingerprint,
@@ -86,6 +91,7 @@ class MiaCLI(LightningCLI):
             help="name of the group of runs (tag mia.group); default: the config file's name",
         )
         parser.add_class_arguments(MlflowSettings, "mlflow")
+        parser.add_class_arguments(CheckpointRetention, "checkpoints")
         parser.add_lightning_class_args(SignalRecorder, "signals")
         parser.add_lightning_class_args(AttackMonitor, "attacks")
         parser.add_lightning_class_args(PropertyMonitor, "properties")
@@ -135,13 +141,24 @@ class MiaCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         init = self._settings()
+        if init["signals"].layers is None:  # the layers the attacks and properties use
+            init["signals"].layers = layers_needed([init["attacks"], init["properties"]])
         check_layers(self.model.net, init["signals"].layers)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"
+        checkpointing = init["trainer"].get("enable_checkpointing") is not False
+        if resume and not checkpointing:
+            raise UserError(
+                "--ckpt_path last: with --trainer.enable_checkpointing false the run keeps no "
+                "checkpoints to resume from; drop --ckpt_path (and give a new --group), or "
+                "train with checkpointing on"
+            )
         info = self.datamodule.membership_info()
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
         info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
+        if info["command"] == "fit":
+            self._report_audit_cost(init)
         lease = self.subcommand == "fit"  # leases: fit only
         run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)
         kwargs["logger"] = BufferedMLFlowLogger(
@@ -154,8 +171,19 @@ class MiaCLI(LightningCLI):
         if resume:
             init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints)
         callbacks = list(init["trainer"].get("callbacks") or [])
-        kwargs["callbacks"] = callbacks + [EpochCheckpoint(checkpoints)]
+        keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
+        kwargs["callbacks"] = callbacks + [keeper or EpochCommit()]
         return super().instantiate_trainer(**kwargs)
+
+    def _report_audit_cost(self, init: dict[str, Any]) -> None:
+        """Log what recording signals costs next to training (see :mod:`mia_bench.budget`)."""
+        recorder, dm, epochs = init["signals"], self.datamodule, init["trainer"].get("max_epochs")
+        if not epochs or epochs < 0:  # no epoch limit: no cost to state
+            return
+        views = len(recorder.views or dm.query_views)
+        members = int(dm.keep.sum())
+        cost = run_audit_cost(dm.num_examples, members, views, recorder.every_n_epochs, epochs)
+        report_audit_cost(cost)
 
     def _resume_from(self, logger: BufferedMLFlowLogger, checkpoints: Path) -> str | None:
         """The newest complete epoch's checkpoint; what a killed attempt left beyond goes.
@@ -164,7 +192,14 @@ class MiaCLI(LightningCLI):
         """
         path = resume_checkpoint(checkpoints)
         epoch = None if path is None else checkpoint_epoch(path)
-        run_dir = local_artifact_dir(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+        run = logger.experiment.get_run(logger.run_id)
+        if path is None and run.data.metrics:  # metrics are committed after a checkpoint
+            raise UserError(
+                f"--ckpt_path last: run {logger.run_id} logged epochs but kept no checkpoints "
+                f"in {checkpoints} (trained with --trainer.enable_checkpointing false?): it "
+                "cannot be resumed; train it anew under another --group"
+            )
+        run_dir = local_artifact_dir(run.info.artifact_uri)
         discard_after(run_dir, checkpoints, epoch)
         return None if path is None else str(path)
 
@@ -216,9 +251,21 @@ def instantiate_from_config(
         config: a fit config file.
         overrides: further fit arguments, e.g. ``["--data.root=DIR"]``.
     """
-    cli = _parse_only(["-c", str(config), *overrides], _ConfigFileCLI)
-    init = cli.parser.instantiate_classes(cli.config)
+    _, init, _ = instantiate_fit(["-c", str(config), *overrides], _ConfigFileCLI)
     return init.model, init.data
+
+
+def instantiate_fit(
+    fit_args: Sequence[str], cli_class: type[MiaCLI] = _ParseOnlyCLI
+) -> tuple[Any, Any, str]:
+    """What ``mia-bench fit FIT_ARGS`` would build, without training or opening a run.
+
+    Returns the resolved config, its instantiated form (``model``, ``data``, ``signals``,
+    ``attacks``, ``properties``, ``checkpoints``, ...; the data module's pool is not
+    loaded) and the group name.
+    """
+    cli = _parse_only(list(fit_args), cli_class)
+    return cli.config, cli.parser.instantiate_classes(cli.config), cli.group_name()
 
 
 def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:

@@ -63,14 +63,14 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
     keep = load_keep(art)
     assert keep.dtype == bool and keep.shape == (1797,)
     assert list_epochs(art) == [0, 1]
-    signals = load_signals(art, 1, layers=["embedding"])
+    signals = load_signals(art, 1)
     assert signals.logits.shape == (1797, 1, 10) and signals.logits.dtype == np.float32
-    assert signals.embeddings["embedding"].shape == (1797, 32)
+    assert not (art / "embeddings").exists()  # no default attack reads embeddings
     assert (art / "roc" / "epoch_001.png").stat().st_size > 1000
     assert "class_path: mia_bench.data.Digits" in (art / "config.yaml").read_text()
 
     ckpts = sorted(p.name for p in (in_tmp / "mlruns" / "checkpoints" / run.info.run_id).iterdir())
-    assert ckpts == ["epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"]
+    assert ckpts == ["epoch_001.ckpt", "last.ckpt"]  # every 10th epoch's, and the newest
 
 
 @pytest.mark.slow

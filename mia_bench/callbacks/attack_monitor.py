@@ -11,7 +11,13 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from mia_bench.attacks import get_attack
-from mia_bench.audit.engine import audit_target, flatten, layer_depth_curve, needs_of
+from mia_bench.audit.engine import (
+    audit_target,
+    flatten,
+    layer_depth_curve,
+    needs_embeddings,
+    needs_of,
+)
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
@@ -102,6 +108,11 @@ class AttackMonitor(Callback):
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
         self.depth_curves: dict[str, dict[str, float]] = {}  # "epoch N" -> {layer: AUC}
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether an attack reads layer embeddings (the SignalRecorder then records them)."""
+        return needs_embeddings(self.attacks)
 
     def _find_reference_runs(self, trainer: L.Trainer) -> list[GroupRun]:
         logger = _mlflow(trainer)

@@ -75,6 +75,11 @@ class PropertyMonitor(Callback):
         self.last: dict[str, dict[str, float]] = {}
         self.last_epoch: int | None = None
 
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether properties are inferred (from the embeddings the SignalRecorder records)."""
+        return bool(self.names)
+
     def _properties(self, trainer: L.Trainer) -> dict[str, np.ndarray]:
         dm = trainer.datamodule
         found = select_properties(dm.properties(), self.names)

@@ -78,6 +78,23 @@ def compute_signals(
     )
 
 
+EMBEDDING_LAYERS = ("embedding",)  # the penultimate layer of every net
+
+
+def layers_needed(callbacks: Sequence[Any]) -> tuple[str, ...]:
+    """The layers to record when none are named: ``embedding`` if a callback uses it.
+
+    A callback uses embeddings when its ``needs_embeddings`` is true (an
+    ``AttackMonitor`` with an embedding attack, a ``PropertyMonitor`` with properties).
+
+    >>> class Uses: needs_embeddings = True
+    >>> layers_needed([Uses()]), layers_needed([object()])
+    (('embedding',), ())
+    """
+    uses = any(getattr(callback, "needs_embeddings", False) for callback in callbacks)
+    return EMBEDDING_LAYERS if uses else ()
+
+
 class SignalRecorder(Callback):
     """Saves logits of the whole pool (and embeddings) as run artifacts.
 
@@ -88,8 +105,10 @@ class SignalRecorder(Callback):
 
     Args:
         every_n_epochs: record every n-th epoch (and always the last).
-        layers: module paths to capture with forward hooks (default ``embedding``,
-            the penultimate layer of every net).
+        layers: module paths to capture with forward hooks; None (the default):
+            ``embedding``, the penultimate layer of every net, if an attack or property
+            monitor of the trainer uses embeddings (:func:`layers_needed`), else none.
+            ResNet-18's embeddings of CIFAR-10's pool take 123 MB per recorded epoch.
         views: query views, a list or a preset such as ``lira18`` (checked at once);
             default the datamodule's ``query_views`` (plain, plus
             mirror for images).
@@ -103,7 +122,7 @@ class SignalRecorder(Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        layers: Sequence[str] = ("embedding",),
+        layers: Sequence[str] | None = None,
         views: str | Sequence[str] | None = None,
         progress: bool = True,
         logits_dtype: str = "float32",
@@ -111,7 +130,7 @@ class SignalRecorder(Callback):
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
-        self.layers = tuple(layers)
+        self.layers = None if layers is None else tuple(layers)
         self.views = resolve_views(views) if views is not None else None
         if self.views is not None:
             query_views(self.views)  # unknown names or a first view other than plain: fail now
@@ -123,6 +142,8 @@ class SignalRecorder(Callback):
         self.run_dir: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.layers is None:
+            self.layers = layers_needed(trainer.callbacks)
         if stage != "fit":
             return
         self.run_dir = run_artifact_dir(trainer)

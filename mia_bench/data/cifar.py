@@ -148,12 +148,14 @@ class CIFAR10(_TorchvisionCIFAR):
     mean = CIFAR10_MEAN
     std = CIFAR10_STD
     torchvision_class = tvd.CIFAR10
+    pool_size = 60_000
 
 
 class CIFAR100(_TorchvisionCIFAR):
     """CIFAR-100 (Krizhevsky 2009): 60,000 32x32 colour images, 100 fine classes."""
 
     num_classes = 100
+    pool_size = 60_000
     mean = CIFAR100_MEAN
     std = CIFAR100_STD
     torchvision_class = tvd.CIFAR100
@@ -172,6 +174,7 @@ class CIFAR10Partial(ImageMembershipDataModule):
     std = CIFAR10_STD
     filename = "cifar10_partial.npz"
     md5 = "d8abb09af29286e22b8a15e761446b07"
+    pool_size = 6102
 
     def load_pool(self) -> Pool:
         path = Path(self.root) / self.filename

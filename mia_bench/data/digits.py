@@ -16,6 +16,7 @@ class Digits(MembershipDataModule):
 
     num_classes = 10
     input_shape = (64,)
+    pool_size = 1797
 
     def load_pool(self) -> Pool:
         bunch = load_digits()

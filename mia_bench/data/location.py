@@ -19,6 +19,7 @@ class Location(TabularMembershipDataModule):
 
     num_classes = 30
     input_shape = (446,)
+    pool_size = 5010
     query_views = ("plain",)
     archive_name = "dataset_location.tgz"
     url = "https://github.com/privacytrustlab/datasets/raw/master/dataset_location.tgz"

@@ -63,9 +63,9 @@ class PoolDataset(Dataset):
 class MembershipDataModule(L.LightningDataModule):
     """One run's view of a pool: members to train on, non-members to test on.
 
-    Subclasses set ``num_classes``, ``input_shape`` and ``query_views`` and implement
-    :meth:`load_pool`; images also override :meth:`train_transform` /
-    :meth:`eval_transform`.
+    Subclasses set ``num_classes``, ``input_shape``, ``query_views`` (and ``pool_size``
+    where the dataset fixes it) and implement :meth:`load_pool`; images also override
+    :meth:`train_transform` / :meth:`eval_transform`.
 
     Args:
         root: folder holding the dataset files (or where they are downloaded to).
@@ -88,6 +88,7 @@ class MembershipDataModule(L.LightningDataModule):
     num_classes: int = 0
     input_shape: tuple[int, ...] = ()
     query_views: tuple[str, ...] = ("plain",)
+    pool_size: int | None = None  # N where fixed by the dataset, known without loading it
 
     def __init__(
         self,
@@ -176,6 +177,13 @@ class MembershipDataModule(L.LightningDataModule):
     def num_examples(self) -> int:
         """N, the size of the pool."""
         return len(self.pool.labels)
+
+    def known_num_examples(self) -> int:
+        """N without loading the pool where the dataset fixes it (``pool_size``).
+
+        Otherwise (a subset such as ``max_examples``) the pool is loaded to count it.
+        """
+        return self.num_examples if self.pool_size is None else self.pool_size
 
     @property
     def keep(self) -> np.ndarray:

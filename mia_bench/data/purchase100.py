@@ -18,6 +18,7 @@ class Purchase100(TabularMembershipDataModule):
 
     num_classes = 100
     input_shape = (600,)
+    pool_size = 197_324
     query_views = ("plain",)
     archive_name = "dataset_purchase.tgz"
     url = "https://github.com/privacytrustlab/datasets/raw/master/dataset_purchase.tgz"

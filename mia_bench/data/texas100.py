@@ -19,6 +19,7 @@ class Texas100(TabularMembershipDataModule):
 
     num_classes = 100
     input_shape = (6169,)
+    pool_size = 67_330
     query_views = ("plain",)
     archive_name = "dataset_texas.tgz"
     url = "https://github.com/privacytrustlab/datasets/raw/master/dataset_texas.tgz"

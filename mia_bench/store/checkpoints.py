@@ -1,10 +1,16 @@
-"""Checkpoints of a run: one per epoch, written atomically, and the one to resume from.
+"""Checkpoints of a run: one per epoch, written atomically, kept by a retention rule.
 
 A run's checkpoints live in ``<checkpoint_dir>/<run_id>/``:
 
     epoch_XXX.ckpt    the model after epoch XXX (0-based), written once the epoch's
                       signals, attacks and metrics are done
     last.ckpt         a hard link to (or copy of) the newest epoch checkpoint
+
+Which epoch checkpoints stay is :class:`CheckpointRetention` (``--checkpoints.*``): every
+n-th epoch's (``(epoch + 1) % n == 0``, like ``--signals.every_n_epochs``) and the newest,
+which a resume starts from and which is only removed once a newer one is whole. Kept
+checkpoints other than the newest are stripped to the weights (no optimizer or scheduler
+state): enough to re-record signals (``mia-bench record``), half or a third of the size.
 
 Every file is written to a temporary name in its own folder, flushed to disk and renamed
 into place, so a run killed at any moment (or a full disk) never leaves a file that
@@ -22,7 +28,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 from mia_bench.store.artifacts import (
     atomic_write,
@@ -30,6 +37,7 @@ from mia_bench.store.artifacts import (
     remove_temporary_files,
     signals_path,
 )
+from mia_bench.store.retention import CheckpointRetention, strip_to_weights
 
 _EPOCH_CKPT = re.compile(r"^epoch_(\d{3,})\.ckpt$")
 
@@ -124,6 +132,25 @@ def link_last(dirpath: Path, source: Path) -> Path:
     return last
 
 
+def prune(dirpath: Path, newest: int, retention: CheckpointRetention) -> list[Path]:
+    """Apply ``retention`` to the epoch checkpoints older than ``newest``; returns removed files.
+
+    Call it only once ``newest``'s checkpoint is whole (and ``last.ckpt`` points at it).
+    """
+    removed = []
+    for epoch, path in epoch_checkpoints(dirpath).items():
+        if epoch >= newest:
+            continue
+        if not retention.keeps(epoch):
+            removed += _remove(path)
+        elif retention.weights_only:
+            try:
+                strip_to_weights(path)
+            except Exception as err:  # noqa: BLE001 - a checkpoint torch cannot read safely
+                rank_zero_warn(f"{path} kept whole: its weights could not be split off ({err})")
+    return removed
+
+
 class EpochCheckpoint(Checkpoint):
     """Saves ``epoch_XXX.ckpt`` atomically at the very end of every training epoch.
 
@@ -133,13 +160,16 @@ class EpochCheckpoint(Checkpoint):
     epoch. Once it is in place, the metrics the run's :class:`BufferedMLFlowLogger`
     held back for steps <= E are sent to MLflow (they travel inside the checkpoint too,
     so a kill between the two loses none: a resumed run sends whichever are missing).
+    Then older checkpoints are kept, stripped or removed by ``retention``.
 
     Args:
         dirpath: the run's checkpoint folder.
+        retention: which older checkpoints stay (default: every 10th epoch's, weights only).
     """
 
-    def __init__(self, dirpath: Path) -> None:
+    def __init__(self, dirpath: Path, retention: CheckpointRetention | None = None) -> None:
         self.dirpath = Path(dirpath)
+        self.retention = retention or CheckpointRetention()
         self.saved: list[Path] = []
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -150,9 +180,14 @@ class EpochCheckpoint(Checkpoint):
         save_atomically(trainer, path)
         link_last(self.dirpath, path)
         self.saved.append(path)
-        for logger in trainer.loggers:
-            if hasattr(logger, "commit"):
-                logger.commit(epoch)
+        commit_metrics(trainer, epoch)
+        prune(self.dirpath, epoch, self.retention)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # a resume from a final checkpoint whose pruning a kill cut short trains no epoch
+        epochs = complete_epochs(self.dirpath)
+        if epochs:
+            prune(self.dirpath, epochs[-1], self.retention)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
         for logger in trainer.loggers:
@@ -164,6 +199,28 @@ class EpochCheckpoint(Checkpoint):
         for logger in trainer.loggers:
             if hasattr(logger, "send_missing"):
                 logger.send_missing(pending)
+
+
+def commit_metrics(trainer: Any, epoch: int) -> None:
+    """Send the metrics every logger held back for steps <= ``epoch`` (see ``commit``)."""
+    for logger in trainer.loggers:
+        if hasattr(logger, "commit"):
+            logger.commit(epoch)
+
+
+class EpochCommit(Callback):
+    """Sends an epoch's metrics to MLflow when the next epoch starts, without checkpoints.
+
+    With ``--trainer.enable_checkpointing false`` no :class:`EpochCheckpoint` commits the
+    metrics the :class:`~mia_bench.tracking.BufferedMLFlowLogger` holds back. Every value
+    of epoch E is logged by the time epoch E + 1 starts (this callback cannot run after
+    the LightningModule's own ``on_train_epoch_end``, as a ``Checkpoint`` does), and the
+    logger sends the rest when the fit ends. Such a run cannot be resumed.
+    """
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.current_epoch > 0:
+            commit_metrics(trainer, trainer.current_epoch - 1)
 
 
 def save_atomically(trainer: Any, path: Path) -> Path:

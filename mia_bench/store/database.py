@@ -70,6 +70,17 @@ def sqlite_uri(tracking_uri: str) -> str:
     return f"{SQLITE}{Path(path).resolve()}?{query or 'timeout=60'}"
 
 
+def store_exists(tracking_uri: str) -> bool:
+    """Whether a SQLite store's file is there (any other store is taken to exist).
+
+    >>> store_exists("sqlite:////nowhere/mlflow.db"), store_exists("http://host:5000")
+    (False, True)
+    """
+    if not tracking_uri.startswith(SQLITE):
+        return True
+    return _sqlite_path(sqlite_uri(tracking_uri)).is_file()
+
+
 def _sqlite_path(uri: str) -> Path:
     return Path(uri[len(SQLITE) :].partition("?")[0])
 

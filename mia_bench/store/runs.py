@@ -97,6 +97,8 @@ FINGERPRINT_IGNORES = (
     "config",
     "group",
     "mlflow",
+    "checkpoints",
+    "trainer.enable_checkpointing",
     "attacks",
     "properties",
     "signals.init_args.progress",

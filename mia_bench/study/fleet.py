@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mia_bench.errors import UserError
+from mia_bench.store.database import store_exists
 from mia_bench.store.groups import scan_group
 from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, lease_holder
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
@@ -61,21 +62,32 @@ class Job:
 
 
 def plan(
-    settings: MlflowSettings, group: str, runs: Sequence[int], fingerprint: str | None
+    settings: MlflowSettings,
+    group: str,
+    runs: Sequence[int],
+    fingerprint: str | None,
+    create: bool = True,
 ) -> list[Job]:
     """Decide, from the group's runs in MLflow, which runs to skip, resume or start.
 
     Members of the group (finished runs of its recipe, :mod:`mia_bench.store.groups`)
     are skipped; an unfinished fit run of the same recipe is resumed; any other index
-    starts fresh.
+    starts fresh. With ``create`` false (a dry run) a missing store or experiment is
+    left uncreated and every run starts fresh.
 
     Raises:
         UserError: the group was trained with another recipe (config fingerprint).
     """
     from mlflow.tracking import MlflowClient
 
+    if not (create or store_exists(settings.tracking_uri)):
+        return [Job(i, "fresh") for i in runs]
     client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
-    members = scan_group(client, experiment_id(client, settings), group)
+    found = client.get_experiment_by_name(settings.experiment_name)
+    if found is None and not create:
+        return [Job(i, "fresh") for i in runs]
+    exp_id = found.experiment_id if found else experiment_id(client, settings)
+    members = scan_group(client, exp_id, group)
     if members.fingerprint is not None and members.fingerprint != fingerprint:
         raise UserError(
             f"group {group!r} was trained with another recipe (config fingerprint "
@@ -165,6 +177,18 @@ class Fleet:
         if member_of(client, exp.experiment_id, self.group, run_index):
             return "done", "finished by another process meanwhile, skipped"
         return None
+
+    def dry_run(self, jobs: Sequence[Job]) -> list[str]:
+        """What :meth:`run` would do with each job, one line each; starts and creates nothing."""
+        look = self.settings is not None and store_exists(self.settings.tracking_uri)
+        lines = []
+        for job in jobs:
+            taken = self.taken(job.run_index) if look and job.action != "skip" else None
+            what = {"skip": "already trained, skipped", "resume": "would resume"}
+            lines.append(
+                f"run {job.run_index}: {taken[1] if taken else what.get(job.action, 'would train')}"
+            )
+        return lines
 
     def _leave(self, run_index: int, taken: tuple[str, str]) -> None:
         (self.left if taken[0] == "left" else self.done).append(run_index)

@@ -1,11 +1,13 @@
-"""Record more layers of a finished group, from its per-epoch checkpoints.
+"""Record more layers of a finished group, from the checkpoints its runs kept.
 
 A group trained with ``--signals.layers [embedding]`` can still be swept layer by layer
-(the Embedding Attack Project's depth question): each run's checkpoint of the epoch is
-reloaded with the config logged with the run, the pool is scored once more with forward
-hooks on the new layers, and their embeddings are written next to the recorded ones
-(``embeddings/epoch_XXX/<layer>.npy``, atomically). The recorded logits are the check:
-the reloaded model must reproduce them, or nothing is written for that run.
+(the Embedding Attack Project's depth question) at the epochs whose checkpoints the runs
+kept (``--checkpoints.every_n_epochs``, default every 10th, and the last): each run's
+checkpoint of the epoch is reloaded with the config logged with the run, the pool is
+scored once more with forward hooks on the new layers, and their embeddings are written
+next to the recorded ones (``embeddings/epoch_XXX/<layer>.npy``, atomically). The
+recorded logits are the check: the reloaded model must reproduce them, or nothing is
+written for that run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
+from mia_bench.errors import UserError
 from mia_bench.store.artifacts import _save_npy, embedding_path, load_signals
+from mia_bench.store.checkpoints import epoch_checkpoints
 from mia_bench.store.groups import GroupRun, client_and_experiment, group_runs
 from mia_bench.store.runs import MlflowSettings
 
@@ -25,14 +29,25 @@ TOLERANCE = 1e-3  # logits recomputed on CPU vs recorded (possibly on GPU)
 
 
 def checkpoint_of(settings: MlflowSettings, run: GroupRun, epoch: int) -> Path:
-    """The run's checkpoint of ``epoch``, or a clear error."""
-    path = Path(settings.checkpoint_dir) / run.run_id / f"epoch_{epoch:03d}.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"run {run.run_index} of group {run.group!r} has no checkpoint {path}: layers can "
-            "only be recorded from the per-epoch checkpoints mia-bench fit keeps"
+    """The run's checkpoint of ``epoch``, or a one-line error naming the epochs it kept.
+
+    Raises:
+        UserError: the run kept no checkpoint of ``epoch`` (``--checkpoints.*``).
+    """
+    folder = Path(settings.checkpoint_dir) / run.run_id
+    kept = epoch_checkpoints(folder)
+    if epoch in kept:
+        return kept[epoch]
+    where = f"run {run.run_index} of group {run.group!r} kept no checkpoint of epoch {epoch}"
+    if not kept:
+        raise UserError(
+            f"{where}, nor of any other epoch, in {folder} (trained with "
+            "--trainer.enable_checkpointing false?): its layers cannot be recorded afterwards"
         )
-    return path
+    raise UserError(
+        f"{where}; it has checkpoints of epochs {', '.join(map(str, kept))}: pick one of "
+        "them with --epoch (train with --checkpoints.every_n_epochs N to keep more)"
+    )
 
 
 def record_run_layers(
@@ -69,18 +84,23 @@ def record_group_layers(
     """Record ``layers`` at ``epoch`` for every run of ``group``; returns how many runs.
 
     Runs that already have every layer at that epoch are skipped, so a killed call
-    resumes where it stopped.
+    resumes where it stopped. Every other run's checkpoint of ``epoch`` is looked up
+    before any is re-scored (:func:`checkpoint_of`).
     """
     client, exp_id = client_and_experiment(settings)
     runs = group_runs(client, exp_id, group)
     if not runs:
         raise ValueError(f"group {group!r} has no runs in {settings.tracking_uri}")
-    done = 0
+    todo = {run.run_id: _missing(run, epoch, layers) for run in runs}
+    for run in runs:
+        if todo[run.run_id]:
+            checkpoint_of(settings, run, epoch)
     for run in tqdm(runs, desc=f"record {group} epoch {epoch}", unit="run"):
-        missing = [
-            layer for layer in layers if not embedding_path(run.artifact_dir, epoch, layer).exists()
-        ]
-        if missing:
-            record_run_layers(settings, run, epoch, missing)
-        done += 1
-    return done
+        if todo[run.run_id]:
+            record_run_layers(settings, run, epoch, todo[run.run_id])
+    return len(runs)
+
+
+def _missing(run: GroupRun, epoch: int, layers: Sequence[str]) -> list[str]:
+    """The layers of ``layers`` the run has no embeddings of at ``epoch``."""
+    return [n for n in layers if not embedding_path(run.artifact_dir, epoch, n).exists()]

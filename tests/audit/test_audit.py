@@ -212,21 +212,25 @@ def test_parallel_fleet_workers_lose_nothing(in_group):
 
 
 @pytest.mark.slow
-def test_record_adds_layers_from_checkpoints_and_skips_done_runs(in_group):
+def test_record_adds_layers_from_checkpoints_and_skips_done_runs(in_group, capsys):
     from mia_bench.store.artifacts import embedding_path, load_signals
 
     runs = group_runs(*client_and_experiment(MlflowSettings()), "g")
-    assert not embedding_path(runs[0].artifact_dir, 1, "head").exists()
-    assert main(["record", "--group", "g", "--epoch", "1", "--layers", "head"]) == 0
+    assert not embedding_path(runs[0].artifact_dir, 2, "head").exists()
+    assert main(["record", "--group", "g", "--epoch", "2", "--layers", "head"]) == 0
     for run in runs:
-        signals = load_signals(run.artifact_dir, 1, layers=["head"])
+        signals = load_signals(run.artifact_dir, 2, layers=["head"])
         # the logits layer's hook output is the recorded plain-view logits
         np.testing.assert_allclose(signals.embeddings["head"], signals.logits[:, 0], atol=1e-4)
-    stamp = embedding_path(runs[0].artifact_dir, 1, "head").stat().st_mtime_ns
-    main(["record", "--group", "g", "--epoch", "1", "--layers", "head"])  # all done: skipped
-    assert embedding_path(runs[0].artifact_dir, 1, "head").stat().st_mtime_ns == stamp
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        main(["record", "--group", "g", "--epoch", "7", "--layers", "head"])
+    stamp = embedding_path(runs[0].artifact_dir, 2, "head").stat().st_mtime_ns
+    main(["record", "--group", "g", "--epoch", "2", "--layers", "head"])  # all done: skipped
+    assert embedding_path(runs[0].artifact_dir, 2, "head").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    # 3 epochs keep only the last epoch's checkpoint (every 10th epoch's, and the last)
+    assert main(["record", "--group", "g", "--epoch", "1", "--layers", "head"]) == 2
+    assert (
+        "kept no checkpoint of epoch 1; it has checkpoints of epochs 2" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
