@@ -243,6 +243,23 @@ def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
+def check_signals(run_dir: Path, epoch: int) -> None:
+    """Check that an epoch's signals file opens and lists its arrays, without reading them
+    (its index is at the end of the file, so a cut-short file fails here).
+
+    Raises:
+        CorruptArtifactError: the file is missing, cut short or lacks logits or labels.
+    """
+
+    def index(path: Path) -> None:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"logits", "labels"} - set(z.files)
+        if missing:
+            raise ValueError(f"it lacks {sorted(missing)}")
+
+    _read(signals_path(run_dir, epoch), index)
+
+
 def load_signals(run_dir: Path, epoch: int, layers: Sequence[str] = ()) -> EpochSignals:
     """Load one epoch's signals (and the named layers' embeddings).
 

@@ -26,6 +26,7 @@ import numpy as np
 from mia_bench.statistics import compute_statistics
 from mia_bench.store.artifacts import (
     CorruptArtifactError,
+    check_signals,
     load_signals,
     read_npz,
     stats_path,
@@ -39,11 +40,14 @@ def load_statistics(run_dir: Path, epoch: int, names: Sequence[str]) -> dict[str
     """One run's named statistics of one epoch, ``float32[N, A]`` each.
 
     Statistics the run did not store (runs recorded before they were, or a temperature
-    not recorded) are computed once from the epoch's logits.
+    not recorded) are computed once from the epoch's logits. The signals file is checked
+    to open either way (:func:`~mia_bench.store.artifacts.check_signals`), so a run with
+    damaged signals is reported even when its statistics are whole.
 
     Raises:
         CorruptArtifactError: the statistics or the signals are unreadable.
     """
+    check_signals(run_dir, epoch)
     path = stats_path(run_dir, epoch)
     out = read_npz(path, names, only_present=True) if path.is_file() else {}
     missing = [n for n in names if n not in out]

@@ -94,12 +94,14 @@ def test_group_statistics_stack_as_one_memmap_and_leave_no_files(tmp_path) -> No
     assert not list((tmp_path / "artifacts").glob(".mia-group-stats.*"))  # unlinked at once
 
 
-def test_damaged_run_is_left_out_or_stops_the_stacking(tmp_path) -> None:
+@pytest.mark.parametrize("damaged", [stats_path, signals_path])
+def test_damaged_run_is_left_out_or_stops_the_stacking(tmp_path, damaged) -> None:
+    # a cut-short signals file is reported even though the audit reads the statistics
     sources = []
     for i in range(3):
         save_signals(_run_dir(tmp_path, i), _signals(i))
         sources.append((_run_dir(tmp_path, i), 2))
-    path = stats_path(_run_dir(tmp_path, 1), 2)
+    path = damaged(_run_dir(tmp_path, 1), 2)
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(UserError, match=f"{path}.*cannot be read"):
         stack_statistics(sources, ["log_p"])
