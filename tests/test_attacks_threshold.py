@@ -8,6 +8,7 @@ import pytest
 from mia_bench import signals
 from mia_bench.attacks import ATTACKS, Attack, AttackInputs, get_attack
 from mia_bench.attacks import threshold as th
+from mia_bench.statistics import ReferenceStats
 
 REFERENCE_FREE = list(th.ATTACKS)  # the plain-view threshold attacks
 
@@ -101,8 +102,8 @@ GOOD_LABELS = np.array([0, 1, 3])
         ({"labels": np.array([0.0, 1.0, 2.0])}, r"int\[3\]"),
         ({"labels": np.array([0, 1, 4])}, r"\[0, 4\)"),
         ({"embeddings": {"layer1": np.zeros((2, 5))}}, "'layer1'"),
-        ({"ref_logits": np.zeros((2, 3, 2, 4))}, "go together"),
-        ({"ref_keep": np.ones((2, 3), dtype=bool)}, "go together"),
+        ({"ref_logits": np.zeros((2, 3, 2, 4))}, "need their keep rows"),
+        ({"ref_keep": np.ones((2, 4), dtype=bool)}, r"bool\[R, 3\]"),
         (
             {"ref_logits": np.zeros((2, 3, 1, 4)), "ref_keep": np.ones((2, 3), dtype=bool)},
             "ref_logits must have shape",
@@ -115,6 +116,14 @@ GOOD_LABELS = np.array([0, 1, 3])
             {"ref_logits": np.zeros((2, 3, 2, 4)), "ref_keep": np.ones((3, 3), dtype=bool)},
             "ref_keep must be bool",
         ),
+        (
+            {
+                "ref_stats": ReferenceStats({"log_p": np.zeros((2, 3, 1))}),
+                "ref_keep": np.ones((2, 3), dtype=bool),
+            },
+            r"ref_stats must have shape \[R, N, A\] = \[R, 3, 2\]",
+        ),
+        ({"stats": {"log_p": np.zeros((3, 1))}}, r"stats\['log_p'\] must have shape"),
     ],
 )
 def test_bad_inputs(kwargs: dict, match: str) -> None:
