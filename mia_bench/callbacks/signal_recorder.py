@@ -17,6 +17,7 @@ from mia_bench.hooks import capture_outputs
 from mia_bench.store.artifacts import (
     EpochSignals,
     as_stored,
+    check_logits_dtype,
     run_artifact_dir,
     save_keep,
     save_signals,
@@ -135,7 +136,7 @@ class SignalRecorder(Callback):
         if self.views is not None:
             query_views(self.views)  # unknown names or a first view other than plain: fail now
         self.progress = progress
-        as_stored(EpochSignals(0, np.zeros((1, 1, 2)), np.zeros(1, int)), logits_dtype)  # checks
+        check_logits_dtype(logits_dtype)
         self.logits_dtype = logits_dtype
         self.latest: EpochSignals | None = None
         self.recorded_epochs: list[int] = []

@@ -126,6 +126,17 @@ class EpochSignals:
     stats: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
+def check_logits_dtype(logits_dtype: str) -> None:
+    """Refuse a logits storage type other than float32 and float16.
+
+    >>> check_logits_dtype("float64")
+    Traceback (most recent call last):
+    ValueError: logits_dtype must be one of ('float32', 'float16'), got 'float64'
+    """
+    if logits_dtype not in LOGITS_DTYPES:
+        raise ValueError(f"logits_dtype must be one of {LOGITS_DTYPES}, got {logits_dtype!r}")
+
+
 def as_stored(signals: EpochSignals, logits_dtype: str = "float32") -> EpochSignals:
     """The signals as they are stored: statistics computed from the float32 logits, then
     the logits in ``logits_dtype``.
@@ -136,8 +147,7 @@ def as_stored(signals: EpochSignals, logits_dtype: str = "float32") -> EpochSign
     Raises:
         ValueError: for a dtype other than float32 and float16.
     """
-    if logits_dtype not in LOGITS_DTYPES:
-        raise ValueError(f"logits_dtype must be one of {LOGITS_DTYPES}, got {logits_dtype!r}")
+    check_logits_dtype(logits_dtype)
     logits = np.asarray(signals.logits, dtype=np.float32)
     stats = dict(signals.stats) or compute_statistics(logits, signals.labels, RECORDED)
     with np.errstate(over="ignore"):  # checked just below

@@ -124,3 +124,11 @@ def test_scratch_left_by_a_killed_stacking_is_removed(tmp_path) -> None:
     save_signals(_run_dir(tmp_path, 0), _signals(0))
     stack_statistics([(_run_dir(tmp_path, 0), 2)], ["log_p"])
     assert not abandoned.exists()
+
+
+def test_recorder_refuses_an_unknown_logits_dtype() -> None:
+    from mia_bench.callbacks.signal_recorder import SignalRecorder
+
+    with pytest.raises(ValueError, match="logits_dtype must be one of"):
+        SignalRecorder(logits_dtype="bfloat16")
+    assert SignalRecorder(logits_dtype="float16").logits_dtype == "float16"
