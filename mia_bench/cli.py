@@ -20,6 +20,22 @@ DESCRIPTION = (
 )
 
 
+USAGE = """usage: mia-bench [-h] {fit,validate,test,fleet,audit,compare,sweep,record} ...
+
+mia-bench: train target models and attack them every epoch.
+
+subcommands:
+  fit                 train a run (LightningCLI): mia-bench fit -c lightning_configs/quickstart.yaml
+  validate, test      evaluate a run's checkpoint (LightningCLI)
+  fleet               train runs of a group, K at a time
+  audit               leave-one-out audit of a group, or of one checkpoint
+  compare             compare audited groups (recipes)
+  sweep               fleets, audits and a comparison of many recipes
+  record              more layers of a finished group, from its checkpoints
+
+`mia-bench SUBCOMMAND --help` for each one's flags."""
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``mia-bench`` command."""
     from mia_bench.errors import UserError  # importing mia_bench sets its environment
@@ -35,6 +51,9 @@ def main(args: list[str] | None = None) -> int:
 def _dispatch(argv: list[str]) -> int:
     from mia_bench.commands import COMMANDS
 
+    if argv in (["-h"], ["--help"]):  # answered without importing Lightning
+        print(USAGE)
+        return 0
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     from mia_bench.lightning_cli import run_lightning_cli

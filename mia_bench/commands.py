@@ -4,15 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 from pathlib import Path
 
-from mia_bench.audit.run import audit_checkpoint, run_audit
 from mia_bench.errors import UserError
-from mia_bench.lightning_cli import parse_fit_config
 from mia_bench.metrics import DEFAULT_FPRS
-from mia_bench.store.runs import MlflowSettings, config_fingerprint
-from mia_bench.study.compare import compare
-from mia_bench.study.fleet import Fleet, parse_runs, plan
+from mia_bench.store.settings import MlflowSettings
+
+# Heavy modules (Lightning, MLflow, torch) are imported inside the commands, after their
+# arguments are parsed: every subcommand's --help answers without loading them.
+
+
+def module_doc(module: str) -> str:
+    """A module's docstring, read from its source without importing it (nor its imports).
+
+    >>> module_doc("mia_bench.errors").split(" (")[0]
+    "The one exception type for a user's mistake"
+    """
+    spec = importlib.util.find_spec(module)
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text())) or ""
 
 
 def parse_list(text: str | None) -> list[str] | None:
@@ -76,6 +87,10 @@ def fleet_main(argv: list[str]) -> int:
         help="print the plan, the projected store size and the audit cost; train nothing",
     )
     known, fit_args = parser.parse_known_args(argv)
+    from mia_bench.lightning_cli import parse_fit_config
+    from mia_bench.store.runs import config_fingerprint
+    from mia_bench.study.fleet import Fleet, parse_runs, plan
+
     if known.group:
         fit_args += [f"--group={known.group}"]
     config, group = parse_fit_config(fit_args)
@@ -97,7 +112,7 @@ def fleet_main(argv: list[str]) -> int:
     return 1 if fleet.run(jobs) else 0
 
 
-def dry_run_report(fit_args: list[str], fleet: Fleet, jobs: list) -> list[str]:
+def dry_run_report(fit_args: list[str], fleet, jobs: list) -> list[str]:
     """``fleet --dry-run``'s lines: the plan, the store it would write, the audit cost."""
     from mia_bench.budget import cost_summary
     from mia_bench.lightning_cli import instantiate_fit
@@ -147,6 +162,8 @@ def audit_main(argv: list[str]) -> int:
     )
     add_store_flags(parser)
     args = parser.parse_args(argv)
+    from mia_bench.audit.run import audit_checkpoint, run_audit
+
     settings = settings_of(args)
     common = {
         "epoch": args.epoch,
@@ -208,6 +225,8 @@ def compare_main(argv: list[str]) -> int:
     )
     add_store_flags(parser)
     args = parser.parse_args(argv)
+    from mia_bench.study.compare import compare
+
     compare(
         settings_of(args),
         parse_list(args.attacks),
@@ -224,8 +243,7 @@ def compare_main(argv: list[str]) -> int:
 
 def sweep_main(argv: list[str]) -> int:
     """``mia-bench sweep SWEEP.yaml``: fleets, audits and a comparison of many recipes."""
-    from mia_bench.study.sweep import __doc__ as sweep_doc
-    from mia_bench.study.sweep import run_sweep
+    sweep_doc = module_doc("mia_bench.study.sweep")
 
     parser = argparse.ArgumentParser(
         prog="mia-bench sweep",
@@ -233,13 +251,15 @@ def sweep_main(argv: list[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep", help="the sweep file (YAML)")
-    return 1 if run_sweep(Path(parser.parse_args(argv).sweep)) else 0
+    sweep = Path(parser.parse_args(argv).sweep)
+    from mia_bench.study.sweep import run_sweep
+
+    return 1 if run_sweep(sweep) else 0
 
 
 def record_main(argv: list[str]) -> int:
     """``mia-bench record``: more layers of a finished group, from its checkpoints."""
-    from mia_bench.study.record import __doc__ as record_doc
-    from mia_bench.study.record import record_group_layers
+    record_doc = module_doc("mia_bench.study.record")
 
     parser = argparse.ArgumentParser(
         prog="mia-bench record",
@@ -252,6 +272,8 @@ def record_main(argv: list[str]) -> int:
     add_store_flags(parser, checkpoints=True)
     args = parser.parse_args(argv)
     layers = parse_list(args.layers)
+    from mia_bench.study.record import record_group_layers
+
     count = record_group_layers(settings_of(args), args.group, args.epoch, layers)
     print(f"{args.group}: layers {layers} recorded at epoch {args.epoch} for {count} runs")
     return 0

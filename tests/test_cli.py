@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,25 @@ def test_early_stopping_still_records_and_attacks_the_last_epoch(in_tmp):
     assert list_epochs(art)[-1] == last
     assert _steps(client, run.info.run_id, "mia/loss/auc")[-1] == last
     assert (art / "roc" / f"epoch_{last:03d}.png").exists()
+
+
+HEAVY = ("torch", "lightning", "mlflow", "transformers", "sklearn", "torchvision")
+
+
+@pytest.mark.parametrize("command", [[], ["fleet"], ["audit"], ["compare"], ["sweep"], ["record"]])
+def test_help_answers_without_loading_heavy_libraries(command):
+    # --help must be instant: no Lightning, MLflow or torch import (they take seconds)
+    script = (
+        "import json, sys\n"
+        "from mia_bench.cli import main\n"
+        "try:\n"
+        f"    main({command + ['--help']!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "usage: mia-bench" in done.stdout
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -15,25 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mia_bench.store.database import open_store
-
-
-@dataclass
-class MlflowSettings:
-    """Where runs are tracked.
-
-    Args:
-        tracking_uri: MLflow tracking store (MLflow 3 refuses a plain ``./mlruns``
-            file store, hence SQLite).
-        experiment_name: MLflow experiment the runs go to.
-        artifact_location: folder of the experiment's artifacts (used when the
-            experiment is created).
-        checkpoint_dir: checkpoints go to ``<checkpoint_dir>/<run_id>/``.
-    """
-
-    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    experiment_name: str = "mia-bench"
-    artifact_location: str = "mlruns/artifacts"
-    checkpoint_dir: str = "mlruns/checkpoints"
+from mia_bench.store.settings import MlflowSettings
 
 
 def resolve_tracking_uri(tracking_uri: str) -> str:

@@ -107,6 +107,35 @@ def plan(
     return jobs
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
+    (``os.cpu_count()`` counts the machine's, which a container may not have).
+
+    >>> 1 <= usable_cores() <= (os.cpu_count() or 1)
+    True
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores or 1, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
+
+
+def thread_env(workers: int, cores: int | None = None) -> dict[str, str]:
+    """Thread counts for each of ``workers`` processes, so workers x threads <= cores
+    (two 2-thread processes on 2 cores ran 10x slower than two 1-thread ones).
+
+    >>> thread_env(2, cores=2)["OMP_NUM_THREADS"], thread_env(1, cores=8)["MKL_NUM_THREADS"]
+    ('1', '8')
+    """
+    threads = str(max(1, (cores or usable_cores()) // max(1, workers)))
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {name: threads for name in names}
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Ask Linux to kill this worker when the fleet process dies."""
     os.setsid()
@@ -201,8 +230,7 @@ class Fleet:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path(job.run_index), "ab")  # noqa: SIM115
-        threads = str(max(1, (os.cpu_count() or 1) // self.workers))
-        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env = os.environ | thread_env(self.workers)
         proc = subprocess.Popen(
             self.command(job),
             stdout=log,
