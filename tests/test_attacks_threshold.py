@@ -88,6 +88,21 @@ def test_inputs_with_references() -> None:
     assert x.num_references == 2 and x.ref_logits.dtype == np.float64
 
 
+@pytest.mark.parametrize("name", ["nn_loss", "shokri_nn"])
+def test_float32_reference_logits_are_not_copied_and_score_alike(name: str) -> None:
+    # the store's float32 logits stay float32 (no R-fold float64 copy); attacks convert
+    # what they read to float64, which is exact, so the scores do not change
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=60)
+    keep = np.argsort(rng.random((6, 60)), axis=0) < 3
+    refs = (rng.normal(size=(6, 60, 2, 3)) + 2 * keep[..., None, None]).astype(np.float32)
+    target = rng.normal(size=(60, 2, 3)).astype(np.float32)
+    as32 = AttackInputs(target, labels, ref_logits=refs, ref_keep=keep)
+    as64 = AttackInputs(target, labels, ref_logits=refs.astype(np.float64), ref_keep=keep)
+    assert as32.ref_logits.dtype == np.float32 and np.shares_memory(as32.ref_logits, refs)
+    np.testing.assert_array_equal(ATTACKS[name](as32), ATTACKS[name](as64))
+
+
 GOOD_LOGITS = np.zeros((3, 2, 4))
 GOOD_LABELS = np.array([0, 1, 3])
 

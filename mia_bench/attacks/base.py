@@ -27,7 +27,8 @@ class AttackInputs:
         embeddings: layer name -> ``[N, D]`` features of the target (read-only mapping).
         ref_logits: reference models' logits ``[R, N, A, C]`` on the same pool and
             views, or None (attacks reading full prediction vectors need them; the
-            others read ``ref_stats``). Stored as float64.
+            others read ``ref_stats``). Kept in their floating type (float32 from the
+            store: no R-fold float64 copy); every use converts to float64, exactly.
         ref_keep: ``bool[R, N]``, True where reference r trained on example n; given
             exactly when there are references (``ref_logits`` or ``ref_stats``).
         ref_embeddings: layer name -> ``[R, N, D]`` features of the references (needs
@@ -158,7 +159,7 @@ class AttackInputs:
                 )
             object.__setattr__(self, "ref_keep", ref_keep)
             return
-        ref_logits = _as_float64(self.ref_logits, "ref_logits")
+        ref_logits = _as_real(self.ref_logits, "ref_logits")
         if ref_logits.ndim != 4 or ref_logits.shape[1:] != self.logits.shape:
             raise ValueError(
                 f"ref_logits must have shape [R, N, A, C] = [R, *{self.logits.shape}] to "
@@ -240,6 +241,12 @@ class Attack:
         scores = self.fn(inputs)
         _check_scores(scores, inputs.num_examples, self.name)
         return scores
+
+
+def _as_real(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as floating point: floats as they are, integers as float64."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.floating) else _as_float64(x, name)
 
 
 def _as_float64(x: np.ndarray, name: str) -> np.ndarray:
