@@ -132,14 +132,15 @@ def link_last(dirpath: Path, source: Path) -> Path:
     return last
 
 
-def prune(dirpath: Path, newest: int, retention: CheckpointRetention) -> list[Path]:
-    """Apply ``retention`` to the epoch checkpoints older than ``newest``; returns removed files.
+def prune(dirpath: Path, newest: int, retention: CheckpointRetention, since: int = 0) -> list[Path]:
+    """Apply ``retention`` to the epoch checkpoints from ``since`` up to (not including)
+    ``newest``; returns the removed files.
 
     Call it only once ``newest``'s checkpoint is whole (and ``last.ckpt`` points at it).
     """
     removed = []
     for epoch, path in epoch_checkpoints(dirpath).items():
-        if epoch >= newest:
+        if not since <= epoch < newest:
             continue
         if not retention.keeps(epoch):
             removed += _remove(path)
@@ -171,6 +172,7 @@ class EpochCheckpoint(Checkpoint):
         self.dirpath = Path(dirpath)
         self.retention = retention or CheckpointRetention()
         self.saved: list[Path] = []
+        self.pruned_to = 0  # epochs below this were pruned by this process already
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -181,13 +183,16 @@ class EpochCheckpoint(Checkpoint):
         link_last(self.dirpath, path)
         self.saved.append(path)
         commit_metrics(trainer, epoch)
-        prune(self.dirpath, epoch, self.retention)
+        # the first prune of this process looks at every older file (a killed attempt may
+        # have left some unpruned); later ones only at those the last epoch superseded
+        prune(self.dirpath, epoch, self.retention, since=self.pruned_to)
+        self.pruned_to = epoch
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         # a resume from a final checkpoint whose pruning a kill cut short trains no epoch
         epochs = complete_epochs(self.dirpath)
         if epochs:
-            prune(self.dirpath, epochs[-1], self.retention)
+            prune(self.dirpath, epochs[-1], self.retention, since=self.pruned_to)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict) -> None:
         for logger in trainer.loggers:

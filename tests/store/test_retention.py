@@ -92,3 +92,26 @@ def test_fit_without_checkpointing_logs_every_epoch_and_refuses_to_resume(in_tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "keeps no checkpoints to resume from" in err
     assert len(client.search_runs([exp_id])) == 1  # refused before a run was opened
+
+
+def test_an_epoch_prunes_only_what_it_superseded(tmp_path, monkeypatch):
+    # pruning runs at every epoch's end: only the first prune of a process reads every
+    # older checkpoint (a killed attempt may have left some); later ones touch one file
+    from mia_bench.store import checkpoints
+
+    for epoch in range(6):
+        torch.save({"state_dict": {"w": torch.zeros(3)}}, tmp_path / f"epoch_{epoch:03d}.ckpt")
+    stripped = []
+    monkeypatch.setattr(checkpoints, "strip_to_weights", lambda p: stripped.append(p.name))
+    rule = CheckpointRetention(every_n_epochs=2)
+    removed = checkpoints.prune(tmp_path, 4, rule)  # first prune: epochs 0..3
+    assert sorted(p.name for p in removed) == ["epoch_000.ckpt", "epoch_002.ckpt"]
+    assert stripped == ["epoch_001.ckpt", "epoch_003.ckpt"]
+    stripped.clear()
+    assert checkpoints.prune(tmp_path, 5, rule, since=4) == [tmp_path / "epoch_004.ckpt"]
+    assert stripped == []  # epochs 1 and 3 were not read again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch_001.ckpt",
+        "epoch_003.ckpt",
+        "epoch_005.ckpt",
+    ]
