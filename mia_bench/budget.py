@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from mia_bench.callbacks.signal_recorder import records_epoch
+
 TRAINING_FORWARDS = 3  # forward + backward of one training example, in forward passes
 WARN_ABOVE = 0.10  # audit forward passes as a fraction of training's
 
@@ -26,7 +28,7 @@ def recorded_epochs(max_epochs: int, every_n_epochs: int) -> list[int]:
     >>> recorded_epochs(100, 5)[:3], len(recorded_epochs(100, 5)), recorded_epochs(7, 3)
     ([4, 9, 14], 20, [2, 5, 6])
     """
-    return [e for e in range(max_epochs) if (e + 1) % every_n_epochs == 0 or e == max_epochs - 1]
+    return [e for e in range(max_epochs) if records_epoch(e, every_n_epochs, max_epochs)]
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,16 @@ def compute_signals(
     )
 
 
+def records_epoch(epoch: int, every_n_epochs: int, max_epochs: int | None) -> bool:
+    """Whether the recorder records ``epoch``: every n-th epoch, and always the last.
+
+    >>> [e for e in range(7) if records_epoch(e, 3, 7)]
+    [2, 5, 6]
+    """
+    last = max_epochs is not None and max_epochs > 0 and epoch + 1 >= max_epochs
+    return (epoch + 1) % every_n_epochs == 0 or last
+
+
 EMBEDDING_LAYERS = ("embedding",)  # the penultimate layer of every net
 
 
@@ -152,9 +162,8 @@ class SignalRecorder(Callback):
 
     def is_due(self, trainer: L.Trainer) -> bool:
         """Whether this epoch's signals should be recorded."""
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        return (epoch + 1) % self.every_n_epochs == 0 or last or trainer.should_stop
+        due = records_epoch(trainer.current_epoch, self.every_n_epochs, trainer.max_epochs)
+        return due or trainer.should_stop
 
     def record_if_due(
         self, trainer: L.Trainer, pl_module: L.LightningModule

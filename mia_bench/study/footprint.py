@@ -5,10 +5,11 @@ uncompressed upper bounds: signals are saved compressed (``np.savez_compressed``
 checkpoints as they are.
 
 Per recorded epoch a run writes its logits ``[N, A, C]`` (``--signals.logits_dtype``) and
-labels, the sufficient statistics ``stats/epoch_XXX.npz`` (three ``float32[N, A]``:
-scaled logit, log p, log p of the top-2 rule) and ``float32[N, D]`` embeddings of each
-recorded layer. Checkpoints are ``--checkpoints.*``'s: the newest with the optimizer's
-state (:func:`optimizer_state_factor` copies of the weights), the others weights only.
+labels, the sufficient statistics ``stats/epoch_XXX.npz`` (``float32[N, A]`` each of
+:data:`mia_bench.statistics.RECORDED`: scaled logit, log p, log p at temperature 2) and
+``float32[N, D]`` embeddings of each recorded layer. Checkpoints are ``--checkpoints.*``'s:
+the newest with the optimizer's state (:func:`optimizer_state_factor` copies of the
+weights), the others weights only.
 The pool size comes from the data module's ``pool_size`` where the dataset fixes it, so
 CIFAR needs no files here; a subset (``max_examples``) is loaded to be counted.
 """
@@ -25,9 +26,10 @@ import torch
 from mia_bench.budget import AuditCost, recorded_epochs, run_audit_cost
 from mia_bench.callbacks.signal_recorder import layers_needed
 from mia_bench.hooks import capture_outputs
+from mia_bench.statistics import RECORDED
 
 FLOAT32 = 4
-NUM_STATS = 3  # scaled_logit, log_p, log_p_t2
+NUM_STATS = len(RECORDED)  # the statistics stored per recorded epoch
 STATE_FACTOR = {"Adam": 3, "AdamW": 3, "Adamax": 3, "NAdam": 3, "RAdam": 3, "Adagrad": 2}
 UNKNOWN_STATE_FACTOR = 3  # an optimizer not listed: assume Adam's two moments
 
@@ -164,7 +166,7 @@ def project_run(config: Any, init: Any) -> tuple[Footprint, AuditCost]:
         pool_size=n,
         num_views=views,
         num_classes=data.num_classes,
-        logits_bytes=np.dtype(getattr(recorder, "logits_dtype", "float32")).itemsize,
+        logits_bytes=np.dtype(recorder.logits_dtype).itemsize,
         layer_dims=layer_dims(init.model.net, data.input_shape, layers),
         num_recorded=len(recorded_epochs(epochs, recorder.every_n_epochs)),
         num_weights=sum(t.numel() for t in init.model.state_dict().values()),
