@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
-from scipy.special import log_ndtr
 
 from benchmarks.baseline.inputs import AttackInputs
 from mia_bench import signals
-from mia_bench.attacks.lira import (
-    MIN_STD,
-    _log_pdf,
-    _masked_median,
-    _masked_std,
-    split_references,
-)
+from mia_bench.attacks.lira import MIN_STD, _masked_median, _masked_std, likelihood_scores
 
 
 def gaussian_fit(stat: np.ndarray, mask: np.ndarray, fix_variance: bool):
@@ -35,11 +30,5 @@ def lira(
     ref = signals.scaled_logit(
         inputs.ref_logits, signals.expand_labels(inputs.labels, inputs.ref_logits, axis=1)
     )  # [R, N, A]
-    in_mask, out_mask = split_references(inputs.ref_keep, balance)
-    mu_out, s_out, n_out = gaussian_fit(ref, out_mask, fix_variance)
-    offline = np.mean(log_ndtr((phi - mu_out) / s_out), axis=1)  # [N]
-    if not online:
-        return np.where(n_out > 0, offline, np.log(0.5))
-    mu_in, s_in, n_in = gaussian_fit(ref, in_mask, fix_variance)
-    llr = np.mean(_log_pdf(phi, mu_in, s_in) - _log_pdf(phi, mu_out, s_out), axis=1)  # [N]
-    return np.where(n_out == 0, 0.0, np.where(n_in == 0, offline, llr))
+    fit = partial(gaussian_fit, ref, fix_variance=fix_variance)  # the float64 fit above
+    return likelihood_scores(phi, fit, inputs.ref_keep, online, balance)

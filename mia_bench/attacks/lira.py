@@ -39,6 +39,7 @@ Too few references (reported per example; with ``balance=True`` they hit all ali
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -148,14 +149,26 @@ def lira(
     >>> lira(x, online=False)[0].round(4)
     np.float64(-0.6931)
     """
-    phi = inputs.target_stat(STATISTIC)  # [N, A]
     ref = inputs.reference_stats(STATISTIC)  # [R, N, A], read in blocks
-    in_mask, out_mask = split_references(inputs.ref_keep, balance)
-    mu_out, s_out, n_out = gaussian_fit(ref, out_mask, fix_variance)
+    fit = partial(gaussian_fit, ref, fix_variance=fix_variance)
+    return likelihood_scores(inputs.target_stat(STATISTIC), fit, inputs.ref_keep, online, balance)
+
+
+def likelihood_scores(
+    phi: np.ndarray,
+    fit: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ref_keep: np.ndarray,
+    online: bool,
+    balance: bool,
+) -> np.ndarray:
+    """LiRA's scores from the target's statistics ``phi [N, A]`` and ``fit(mask)``, the
+    Gaussians ``(mu, std, count)`` of the references in ``mask`` (see :func:`lira`)."""
+    in_mask, out_mask = split_references(ref_keep, balance)
+    mu_out, s_out, n_out = fit(out_mask)
     offline = np.mean(log_ndtr((phi - mu_out) / s_out), axis=1)  # [N]
     if not online:
         return np.where(n_out > 0, offline, np.log(0.5))
-    mu_in, s_in, n_in = gaussian_fit(ref, in_mask, fix_variance)
+    mu_in, s_in, n_in = fit(in_mask)
     llr = np.mean(_log_pdf(phi, mu_in, s_in) - _log_pdf(phi, mu_out, s_out), axis=1)  # [N]
     return np.where(n_out == 0, 0.0, np.where(n_in == 0, offline, llr))
 
