@@ -244,15 +244,16 @@ def test_fitted_a_is_the_best_on_the_first_reference(seed: int) -> None:
 
 
 def test_fitted_a_never_reads_the_target() -> None:
-    # the fit sees the references only: another target (and another membership) leaves a
+    # rmia fits a on the references alone: two targets with other logits and another
+    # population are scored with the a fitted for the first
     x, membership = member_like(4, n=200, r=8, population=True)
     name = log_p_name(2.0)
     fitted = fit_offline_a(x.reference_stats(name), x.ref_keep, name)
-    other = AttackInputs(
-        -x.logits, x.labels, ref_logits=x.ref_logits, ref_keep=x.ref_keep, population=membership
-    )
-    assert fit_offline_a(other.reference_stats(name), other.ref_keep, name) == fitted
-    np.testing.assert_array_equal(rmia(other), rmia(other, a=fitted))
+    for logits, population in ((-x.logits, membership), (x.logits[::-1], ~membership)):
+        other = AttackInputs(
+            logits, x.labels, ref_logits=x.ref_logits, ref_keep=x.ref_keep, population=population
+        )
+        np.testing.assert_array_equal(rmia(other), rmia(other, a=fitted))
 
 
 def test_temperature_changes_the_signal() -> None:
