@@ -12,6 +12,15 @@ from __future__ import annotations
 
 import sys
 
+from mia_bench.help_cache import (
+    SUBCOMMANDS,
+    cached_help,
+    help_request,
+    render_help,
+    store_help,
+    terminal_width,
+)
+
 DESCRIPTION = (
     "mia-bench: train target models and attack them every epoch. Subcommands beyond "
     "Lightning's: `mia-bench fleet --help` (train a group), `mia-bench audit --help`, "
@@ -56,7 +65,23 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     if argv and argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
+    subcommand = help_request(argv, SUBCOMMANDS)
+    if subcommand is not None:  # from the cache when it is there (see help_cache)
+        print(lightning_help(argv, subcommand), end="")
+        return 0
     from mia_bench.lightning_cli import run_lightning_cli
 
     run_lightning_cli(argv, DESCRIPTION)
     return 0
+
+
+def lightning_help(argv: list[str], subcommand: str) -> str:
+    """The help text of ``fit``/``validate``/``test``: cached, else rendered and stored."""
+    text = cached_help(subcommand)
+    if text is None:
+        from mia_bench.lightning_cli import run_lightning_cli
+
+        width = terminal_width()
+        text = render_help(lambda: run_lightning_cli(argv, DESCRIPTION))
+        store_help(subcommand, text, width)
+    return text

@@ -78,7 +78,19 @@ def fleet_main(argv: list[str]) -> int:
         "go to every `mia-bench fit`.",
     )
     parser.add_argument("--runs", required=True, help="run indices: START:STOP, or 0,3,5")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at once")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each training its runs one after another (start-up paid "
+        "once per worker); threads per worker = usable cores / workers",
+    )
+    parser.add_argument(
+        "--devices",
+        default="auto",
+        help="GPUs the workers are dealt to, in turn (CUDA_VISIBLE_DEVICES; several "
+        "workers may share one): auto (every visible GPU), none, or a list like 0,1",
+    )
     parser.add_argument("--group", default=None, help="group name (default: config's name)")
     parser.add_argument(
         "--dry-run",
@@ -89,7 +101,7 @@ def fleet_main(argv: list[str]) -> int:
     known, fit_args = parser.parse_known_args(argv)
     from mia_bench.lightning_cli import parse_fit_config
     from mia_bench.store.runs import config_fingerprint
-    from mia_bench.study.fleet import Fleet, parse_runs, plan
+    from mia_bench.study.fleet import Fleet, gpu_slots, parse_runs, plan
 
     if known.group:
         fit_args += [f"--group={known.group}"]
@@ -105,7 +117,7 @@ def fleet_main(argv: list[str]) -> int:
     fingerprint = config_fingerprint(config.clone().as_dict())
     jobs = plan(settings, group, runs, fingerprint, create=not known.dry_run)
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    fleet = Fleet(fit_args, group, known.workers, log_dir, settings)
+    fleet = Fleet(fit_args, group, known.workers, log_dir, settings, gpu_slots(known.devices))
     if known.dry_run:
         print("\n".join(dry_run_report(fit_args, fleet, jobs)))
         return 0

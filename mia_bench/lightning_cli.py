@@ -27,6 +27,7 @@ from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.errors import UserError  # noqa: E402
+from mia_bench.help_cache import SUBCOMMANDS, warm_help  # noqa: E402
 from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
 from mia_bench.store.checkpoints import (  # noqa: E402
     EpochCheckpoint,
@@ -46,7 +47,6 @@ from mia_bench.store.slots import open_run  # noqa: E402
 from mia_bench.tracking import BufferedMLFlowLogger  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
-SUBCOMMANDS = ("fit", "validate", "test")
 
 
 class MlflowSaveConfig(SaveConfigCallback):
@@ -102,6 +102,7 @@ class MiaCLI(LightningCLI):
         """Parse, then check the design and views before anything is built or seeded."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        warm_help(parser)  # the next `fit --help` answers from the cache
         check_fit_config(self.config[subcommand] if subcommand else self.config)
 
     def _set_seed(self) -> None:
@@ -273,6 +274,7 @@ def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
     defaults = {"default_config_files": [str(DEFAULT_CONFIG)]}
     parser_kwargs: dict[str, Any] = {sub: defaults for sub in SUBCOMMANDS}
     parser_kwargs["description"] = description
+    parser_kwargs["prog"] = "mia-bench"  # also under `python -m mia_bench`
     try:
         return MiaCLI(
             Classifier,

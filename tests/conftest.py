@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 # test-only sitecustomize modules for subprocesses (kill points, host-lookup log)
 collect_ignore_glob = ["netlog/*", "store/killpoints/*"]
+# the --help cache of fits (mia_bench.help_cache) goes to a folder of this session, not ~/.cache
+os.environ.setdefault("MIA_BENCH_CACHE", tempfile.mkdtemp(prefix="mia-bench-cache-"))
 
 
 def shared_file(relative: str) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,37 @@ def test_help_answers_without_loading_heavy_libraries(command):
     )
     assert "usage: mia-bench" in done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def _help_of(command: list[str], env: dict[str, str]) -> tuple[str, list[str]]:
+    """``mia-bench COMMAND --help`` in a subprocess: its text and the heavy modules it loaded."""
+    script = (
+        "import json, sys\n"
+        "from mia_bench.cli import main\n"
+        f"main({command + ['--help']!r})\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    return done.stdout, json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_lightning_subcommands_help_is_rendered_once_then_answered_from_the_cache(tmp_path):
+    env = os.environ | {"MIA_BENCH_CACHE": str(tmp_path / "cache"), "COLUMNS": "100"}
+    fit = [sys.executable, "-m", "mia_bench", "fit", "--trainer.max_epochs=1"]
+    fit += ["--mlflow.tracking_uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    fit += ["--mlflow.checkpoint_dir", str(tmp_path / "checkpoints")]
+    subprocess.run(fit, cwd=tmp_path, capture_output=True, check=True, env=env)
+    # the fit stored every Lightning subcommand's help: none loads Lightning now
+    for sub in ("fit", "validate", "test"):
+        text, heavy = _help_of([sub], env)
+        assert heavy == [], sub
+        assert text.startswith(f"usage: mia-bench [options] {sub}")
+    warm, _ = _help_of(["fit"], env)
+    assert "--trainer.max_epochs" in warm and "--signals.views" in warm
+    # without the cache the text is rendered by LightningCLI: the same text, now stored
+    shutil.rmtree(tmp_path / "cache")
+    rendered, heavy = _help_of(["fit"], env)
+    assert "lightning" in heavy and rendered == warm
+    assert list((tmp_path / "cache" / "help").glob("fit-*.txt"))

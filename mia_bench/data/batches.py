@@ -26,9 +26,7 @@ def epoch_generator(seed: int, epoch: int, device: str | torch.device = "cpu") -
     return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def epoch_order(
-    indices: torch.Tensor, seed: int, epoch: int, shuffle: bool = True
-) -> torch.Tensor:
+def epoch_order(indices: torch.Tensor, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
     """The pool indices of one epoch in the order they are batched.
 
     Args:

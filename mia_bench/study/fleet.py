@@ -1,7 +1,10 @@
 """``mia-bench fleet``: train many runs of a group, resumably, K at a time.
 
-Each run is a separate ``mia-bench fit`` process with ``--data.run_index i`` and
-``--group G``. Before launching, the group's runs in MLflow decide what happens to each
+Each run is a ``mia-bench fit`` with ``--data.run_index i`` and ``--group G``, trained by
+one of ``--workers`` long-lived worker processes (:mod:`mia_bench.study.worker`) that
+train their runs one after another, so start-up is paid once per worker; each worker
+gets ``usable cores / workers`` threads and, with GPUs, one GPU (``--devices``; several
+workers may share one). Before launching, the group's runs in MLflow decide what happens to each
 index (:func:`plan`): runs that count for the group (:mod:`mia_bench.store.groups`) are
 skipped, an unfinished run of the same recipe is resumed from its last complete epoch
 (``--ckpt_path last``, which continues the same MLflow run), and other indices start
@@ -11,22 +14,26 @@ workers (on Linux).
 Every worker takes the lease of its run in the tracking store (see
 :mod:`mia_bench.store.leases`), so fleets started at once, on one machine or many, train
 each run once: a run whose lease is held by a live process is left to it (the fleet
-checks before starting a worker, and a worker that finds it held exits with status 75),
-and a run finished meanwhile is skipped (status 76). Each fleet writes its own worker
+checks before giving the run to a worker, and a worker that finds it held answers status
+75), and a run finished meanwhile is skipped (status 76). Each fleet writes its own worker
 logs, ``run_XXX.<host>-<pid>.log``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mia_bench.errors import UserError
 from mia_bench.store.database import store_exists
@@ -147,16 +154,87 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+@dataclass
+class _Worker:
+    """One long-lived worker process (:mod:`mia_bench.study.worker`) and its current job."""
+
+    number: int
+    proc: subprocess.Popen
+    job: Job | None = None
+    started: float = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def _listen(worker: _Worker, events: queue.Queue) -> None:
+    """Forward a worker's answer lines to the fleet, then its exit."""
+    assert worker.proc.stdout is not None
+    for line in worker.proc.stdout:
+        if line.strip():
+            events.put(("answer", worker, json.loads(line)))
+    events.put(("exit", worker, worker.proc.wait()))
+
+
+def gpu_slots(devices: str = "auto") -> list[str] | None:
+    """The GPUs workers are spread over (``CUDA_VISIBLE_DEVICES`` values), or None.
+
+    ``auto``: every GPU this process sees (``CUDA_VISIBLE_DEVICES`` when set, else the
+    ones the NVIDIA driver lists); ``none``: none; else a comma-separated list (``0,1``).
+
+    >>> gpu_slots("none"), gpu_slots("0,2")
+    (None, ['0', '2'])
+    """
+    if devices == "none":
+        return None
+    if devices != "auto":
+        return [d.strip() for d in devices.split(",") if d.strip()] or None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"] or None
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    count = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+    return [str(i) for i in range(count)] or None
+
+
+def worker_env(number: int, workers: int, gpus: Sequence[str] | None) -> dict[str, str]:
+    """The environment of worker ``number``: thread counts, and its GPU when there are some.
+
+    Workers are dealt to GPUs in turn, so several share a GPU when there are more
+    workers than GPUs.
+
+    >>> env = worker_env(3, 4, ["0", "1"])
+    >>> env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"] == thread_env(4)["OMP_NUM_THREADS"]
+    ('1', True)
+    """
+    env = thread_env(workers)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[number % len(gpus)]
+    return env
+
+
 class Fleet:
-    """Runs jobs as ``mia-bench fit`` processes, at most ``workers`` at once.
+    """Trains jobs in ``workers`` long-lived processes, each training its runs in turn.
+
+    A worker (:mod:`mia_bench.study.worker`) pays start-up once and runs
+    ``mia-bench fit`` for each run it is given; a worker that dies is replaced.
 
     Args:
         fit_args: arguments given to every ``mia-bench fit`` (config, overrides).
         group: the group's name.
         workers: processes at once.
-        log_dir: each run's output goes to ``<log_dir>/run_XXX.<host>-<pid>.log``.
+        log_dir: each run's output goes to ``<log_dir>/run_XXX.<host>-<pid>.log``, each
+            worker's own (start-up, crashes) to ``worker_N.<host>-<pid>.log``.
         settings: the tracking store; when given, a run whose lease is held by a live
-            process is left to it without starting a worker.
+            process is left to it without giving it to a worker.
+        gpus: ``CUDA_VISIBLE_DEVICES`` values the workers are dealt to (see
+            :func:`gpu_slots`); None: the workers' environment is left as it is.
     """
 
     def __init__(
@@ -166,24 +244,36 @@ class Fleet:
         workers: int,
         log_dir: Path,
         settings: MlflowSettings | None = None,
+        gpus: Sequence[str] | None = None,
     ) -> None:
         self.fit_args = list(fit_args)
         self.group = group
         self.workers = max(1, workers)
         self.log_dir = log_dir
         self.settings = settings
+        self.gpus = list(gpus) if gpus else None
         self.log_suffix = f"{socket.gethostname()}-{os.getpid()}"
-        self.running: dict[int, tuple[subprocess.Popen, float, Job]] = {}
+        self.pool: list[_Worker] = []
+        self.events: queue.Queue = queue.Queue()
         self.done: list[int] = []
         self.failed: list[int] = []
         self.left: list[int] = []
+        self.started_workers = 0
+
+    @property
+    def running(self) -> dict[int, _Worker]:
+        """The runs being trained now, by run index."""
+        return {w.job.run_index: w for w in self.pool if w.job is not None}
+
+    def job_args(self, job: Job) -> list[str]:
+        """The ``mia-bench fit`` arguments of one job."""
+        args = [*self.fit_args, f"--group={self.group}", f"--data.run_index={job.run_index}"]
+        args += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
+        return args + (["--ckpt_path=last"] if job.action == "resume" else [])
 
     def command(self, job: Job) -> list[str]:
-        """The ``mia-bench fit`` command line of one job."""
-        cmd = [sys.executable, "-m", "mia_bench", "fit", *self.fit_args]
-        cmd += [f"--group={self.group}", f"--data.run_index={job.run_index}"]
-        cmd += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
-        return cmd + (["--ckpt_path=last"] if job.action == "resume" else [])
+        """The ``mia-bench fit`` command line that trains ``job`` (what a worker runs)."""
+        return ["mia-bench", "fit", *self.job_args(job)]
 
     def log_path(self, run_index: int) -> Path:
         """This fleet's log of one run (two fleets never share a log file)."""
@@ -223,45 +313,85 @@ class Fleet:
         (self.left if taken[0] == "left" else self.done).append(run_index)
         self._say(f"run {run_index}: {taken[1]}")
 
-    def _start(self, job: Job) -> None:
+    def _spawn(self) -> _Worker:
+        number = self.started_workers
+        self.started_workers += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        own_log = self.log_dir / f"worker_{number}.{self.log_suffix}.log"
+        with open(own_log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mia_bench.study.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=os.environ | worker_env(number, self.workers, self.gpus),
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        worker = _Worker(number, proc)
+        threading.Thread(target=_listen, args=(worker, self.events), daemon=True).start()
+        self.pool.append(worker)
+        return worker
+
+    def _idle_worker(self) -> _Worker | None:
+        for worker in self.pool:
+            if worker.job is None and worker.alive:
+                return worker
+        self.pool = [w for w in self.pool if w.alive or w.job is not None]
+        return self._spawn() if len(self.pool) < self.workers else None
+
+    def _give(self, job: Job) -> bool:
+        """Hand ``job`` to an idle worker; False when every worker is busy."""
         taken = self.taken(job.run_index)
         if taken is not None:
             self._leave(job.run_index, taken)
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path(job.run_index), "ab")  # noqa: SIM115
-        env = os.environ | thread_env(self.workers)
-        proc = subprocess.Popen(
-            self.command(job),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        log.close()
-        self.running[job.run_index] = (proc, time.monotonic(), job)
+            return True
+        worker = self._idle_worker()
+        if worker is None:
+            return False
+        line = {"run_index": job.run_index, "args": self.job_args(job)}
+        line["log"] = str(self.log_path(job.run_index))
+        try:
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.write(json.dumps(line) + "\n")
+            worker.proc.stdin.flush()
+        except OSError:  # it died meanwhile: its exit event retires it
+            worker.proc.poll()
+            return False
+        worker.job, worker.started = job, time.monotonic()
         verb = "resuming" if job.action == "resume" else "starting"
-        self._say(f"run {job.run_index}: {verb} (log {self.log_path(job.run_index)})")
+        self._say(
+            f"run {job.run_index}: {verb} in worker {worker.number} "
+            f"(log {self.log_path(job.run_index)})"
+        )
+        return True
 
-    def _reap(self) -> None:
-        for i, (proc, started, _job) in list(self.running.items()):
-            if proc.poll() is None:
-                continue
-            del self.running[i]
-            seconds = time.monotonic() - started
-            if proc.returncode == 0:
-                self.done.append(i)
-                self._say(f"run {i}: finished in {seconds:.0f}s")
-            elif proc.returncode == EXIT_LEASE_HELD:
-                self._leave(i, self.taken(i) or ("left", "being trained by another, left to it"))
-            elif proc.returncode == EXIT_ALREADY_TRAINED:
-                self._leave(i, ("done", "finished by another process meanwhile, skipped"))
-            else:
-                self.failed.append(i)
-                self._say(
-                    f"run {i}: FAILED (exit {proc.returncode}) after {seconds:.0f}s, "
-                    f"see {self.log_path(i)}"
-                )
+    def _finished(self, run_index: int, status: int, seconds: float) -> None:
+        if status == 0:
+            self.done.append(run_index)
+            self._say(f"run {run_index}: finished in {seconds:.0f}s")
+        elif status == EXIT_LEASE_HELD:
+            self._leave(
+                run_index, self.taken(run_index) or ("left", "being trained by another, left to it")
+            )
+        elif status == EXIT_ALREADY_TRAINED:
+            self._leave(run_index, ("done", "finished by another process meanwhile, skipped"))
+        else:
+            self.failed.append(run_index)
+            self._say(
+                f"run {run_index}: FAILED (exit {status}) after {seconds:.0f}s, "
+                f"see {self.log_path(run_index)}"
+            )
+
+    def _handle(self, kind: str, worker: _Worker, payload: Any) -> None:
+        job, seconds = worker.job, time.monotonic() - worker.started
+        if kind == "answer":
+            worker.job = None
+            self._finished(int(payload["run_index"]), int(payload["status"]), seconds)
+        elif job is not None:  # the worker died with a run in hand
+            worker.job = None
+            self._finished(job.run_index, payload if payload else 1, seconds)
+            self._say(f"worker {worker.number} died (exit {payload}); a new one takes the next run")
 
     def _say(self, message: str) -> None:
         status = f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed"
@@ -277,16 +407,34 @@ class Fleet:
             if job.action == "skip":
                 self.done.append(job.run_index)
                 self._say(f"run {job.run_index}: already finished, skipped")
-        queue = [j for j in jobs if j.action != "skip"]
+        todo = [j for j in jobs if j.action != "skip"]
         try:
-            while queue or self.running:
-                while queue and len(self.running) < self.workers:
-                    self._start(queue.pop(0))
-                time.sleep(0.2)
-                self._reap()
+            while todo or self.running:
+                while todo and self._give(todo[0]):
+                    todo.pop(0)
+                if self.running:
+                    self._handle(*self.events.get())
+                elif todo:  # every worker died before taking a job: wait for their exits
+                    self._handle(*self.events.get())
         except KeyboardInterrupt:
-            for proc, _, _ in self.running.values():
-                proc.terminate()
+            self.close(kill=True)
             raise
+        self.close()
         self._say("all runs ended")
         return len(self.failed)
+
+    def close(self, kill: bool = False) -> None:
+        """End the workers: their stdin closes and they exit (``kill``: at once)."""
+        for worker in self.pool:
+            try:
+                if kill:
+                    worker.proc.terminate()
+                elif worker.proc.stdin is not None:
+                    worker.proc.stdin.close()
+            except OSError:
+                pass
+        for worker in self.pool:
+            try:
+                worker.proc.wait(timeout=None if not kill else 30)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()

@@ -1,0 +1,70 @@
+"""Fleet workers: one process trains run after run, and a failure poisons nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from mia_bench.store.artifacts import load_signals
+from mia_bench.store.groups import client_and_experiment, group_runs
+from mia_bench.store.runs import MlflowSettings
+from mia_bench.study.fleet import Fleet, Job
+from mia_bench.study.worker import serve
+
+SMALL = ["--data.num_runs=4", "--trainer.max_epochs=2", "--model.net.init_args.hidden=[16]"]
+
+
+def _job(run_index: int, group: str, log, *extra: str) -> str:
+    args = [*SMALL, f"--group={group}", f"--data.run_index={run_index}", *extra]
+    args += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
+    return json.dumps({"run_index": run_index, "args": args, "log": str(log)}) + "\n"
+
+
+def test_one_worker_trains_runs_in_turn_and_a_failed_run_poisons_nothing(in_tmp):
+    logs = in_tmp / "logs"
+    jobs = _job(0, "first", logs / "a.log")
+    jobs += _job(1, "first", logs / "b.log", "--trainer.max_epochs=0.5")  # refused: 2
+    jobs += _job(2, "first", logs / "c.log", "--model.net.init_args.hidden=[-3]")  # crashes
+    jobs += _job(0, "second", logs / "d.log")  # run 0 again, in another group
+    answers = io.StringIO()
+    serve(io.StringIO(jobs), answers)
+
+    statuses = [json.loads(line)["status"] for line in answers.getvalue().splitlines()]
+    assert statuses[0] == 0 and statuses[1] == 2 and statuses[2] == 1 and statuses[3] == 0
+    assert "max_epochs" in (logs / "b.log").read_text()
+    assert "Traceback" in (logs / "c.log").read_text()
+    # the run trained after the failures is the run trained first: same seed, init, batches
+    client, exp_id = client_and_experiment(MlflowSettings())
+    first, second = (group_runs(client, exp_id, g)[0] for g in ("first", "second"))
+    assert first.run_id != second.run_id
+    for epoch in (0, 1):
+        a, b = (load_signals(r.artifact_dir, epoch).logits for r in (first, second))
+        np.testing.assert_array_equal(a, b)
+    steps = [m.step for m in client.get_metric_history(second.run_id, "train/acc")]
+    assert steps == [0, 1]
+
+
+def test_a_worker_that_dies_fails_its_run_and_a_new_worker_takes_the_next(in_tmp, capsys):
+    fleet = Fleet(
+        SMALL + ["--trainer.max_epochs=30"], "crash", 1, in_tmp / "logs", MlflowSettings()
+    )
+    jobs = [Job(0, "fresh"), Job(1, "fresh")]
+    ended: list[int] = []
+    thread = threading.Thread(target=lambda: ended.append(fleet.run(jobs)))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not (in_tmp / "logs").exists() or 0 not in fleet.running:
+        assert time.monotonic() < deadline and thread.is_alive(), "run 0 never started"
+        time.sleep(0.05)
+    os.kill(fleet.running[0].proc.pid, signal.SIGKILL)
+    thread.join(timeout=600)
+    assert ended == [1]
+    assert fleet.failed == [0] and fleet.done == [1]
+    assert fleet.started_workers == 2
+    assert "worker 0 died (exit -9)" in capsys.readouterr().out
