@@ -203,7 +203,9 @@ def gpu_slots(devices: str = "auto") -> list[str] | None:
     return [str(i) for i in range(count)] or None
 
 
-def worker_env(number: int, workers: int, gpus: Sequence[str] | None) -> dict[str, str]:
+def worker_env(
+    number: int, workers: int, gpus: Sequence[str] | None, cores: int | None = None
+) -> dict[str, str]:
     """The environment of worker ``number``: thread counts, and its GPU when there are some.
 
     Workers are dealt to GPUs in turn, so several share a GPU when there are more
@@ -213,7 +215,7 @@ def worker_env(number: int, workers: int, gpus: Sequence[str] | None) -> dict[st
     >>> env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"] == thread_env(4)["OMP_NUM_THREADS"]
     ('1', True)
     """
-    env = thread_env(workers)
+    env = thread_env(workers, cores)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[number % len(gpus)]
     return env

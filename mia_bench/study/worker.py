@@ -115,6 +115,11 @@ def main() -> None:
     """The worker process: its stdout becomes the answer channel, runs write to their logs."""
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints between runs go to the worker's own log (its stderr)
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "(all)")
+    threads = os.environ.get("OMP_NUM_THREADS", "(default)")
+    print(
+        f"worker pid {os.getpid()}: {threads} threads, CUDA_VISIBLE_DEVICES={devices}", flush=True
+    )
     import mia_bench.lightning_cli  # noqa: F401 - start-up paid before the first job
 
     serve(sys.stdin, answers)

@@ -68,3 +68,27 @@ def test_a_worker_that_dies_fails_its_run_and_a_new_worker_takes_the_next(in_tmp
     assert fleet.failed == [0] and fleet.done == [1]
     assert fleet.started_workers == 2
     assert "worker 0 died (exit -9)" in capsys.readouterr().out
+
+
+def test_gpus_are_the_visible_ones_or_the_drivers_and_workers_are_dealt_to_them(
+    tmp_path, monkeypatch
+):
+    from mia_bench.study.fleet import gpu_slots, worker_env
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: a)'\necho 'GPU 1: NVIDIA H100 (UUID: b)'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_slots("auto") == ["0", "1"]
+    assert gpu_slots("none") is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpus = gpu_slots("auto")
+    assert gpus == ["3", "5"]
+    dealt = [worker_env(n, 4, gpus, cores=4)["CUDA_VISIBLE_DEVICES"] for n in range(4)]
+    assert dealt == ["3", "5", "3", "5"]  # two workers share each GPU
+    assert {worker_env(n, 4, gpus, cores=4)["OMP_NUM_THREADS"] for n in range(4)} == {"1"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_slots("auto") is None  # a machine told to see no GPU
