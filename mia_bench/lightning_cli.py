@@ -80,8 +80,26 @@ def log_new_params(client: Any, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=fresh[start : start + 100])
 
 
+_PARSERS: dict[tuple, dict[str, Any]] = {}  # parsers built in this process, see setup_parser
+
+
 class MiaCLI(LightningCLI):
     """LightningCLI of mia-bench (see the module docstring)."""
+
+    def setup_parser(self, add_subcommands, main_kwargs, subparser_kwargs) -> None:
+        """Build the parser once per process and kind of CLI, then reuse it.
+
+        Building it reads the signatures of every class it offers (about a second); a
+        fleet worker trains many runs in one process and parses each run's arguments
+        afresh with the same parser (parsing does not change it).
+        """
+        key = (type(self), add_subcommands, repr(main_kwargs), repr(subparser_kwargs))
+        if key not in _PARSERS:
+            before = set(vars(self))
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            # the parser and what LightningCLI keeps beside it (its subcommand parsers)
+            _PARSERS[key] = {k: v for k, v in vars(self).items() if k not in before}
+        vars(self).update(_PARSERS[key])
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
