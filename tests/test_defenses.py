@@ -28,6 +28,7 @@ from mia_bench.audit.checkpoint import load_weights
 from mia_bench.classifier import Classifier
 from mia_bench.cli import main
 from mia_bench.data import Digits
+from mia_bench.data.batches import TensorBatches
 from mia_bench.defenses import DPSGD, NoisySelfDistillation, RelaxLoss
 from mia_bench.defenses.relaxloss import flattened_targets
 from mia_bench.defenses.self_distillation import (
@@ -189,6 +190,26 @@ def test_dp_sgd_in_a_trainer_uses_poisson_batches_and_keeps_the_net():
     expected = _rdp_epsilon(1.3, 1 / batches, batches, 1e-5)
     assert defense.epsilon() == pytest.approx(expected, rel=1e-9)
     assert isinstance(model.net, MLP) and list(model.state_dict()) == keys
+
+
+def test_dp_sgd_without_poisson_sampling_trains_on_tensor_batches():
+    torch.manual_seed(0)
+    defense = DPSGD(noise_multiplier=1.3, max_grad_norm=1.0, delta=1e-5, poisson_sampling=False)
+    model = Classifier(partial(MLP, hidden=[16]), defense=defense)
+    trainer = Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=Digits(batch_size=64))
+    assert isinstance(trainer.train_dataloader, TensorBatches)
+    batches = _members_loader_length()
+    assert trainer.global_step == defense.steps_taken() == batches
+    expected = _rdp_epsilon(1.3, 1 / batches, batches, 1e-5)
+    assert defense.epsilon() == pytest.approx(expected, rel=1e-9)
 
 
 class _BatchSizes(Callback):

@@ -115,12 +115,23 @@ def test_pool_and_augmentations_follow_the_device() -> None:
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
 
 
-def test_several_devices_keep_the_dataloader() -> None:
-    class Trainer:  # what the datamodule reads of a distributed trainer
-        world_size = 2
+class FakeTrainer:  # what the datamodule reads of a trainer
+    def __init__(self, world_size: int, device: str) -> None:
+        self.world_size = world_size
+        self.strategy = type("Strategy", (), {"root_device": torch.device(device)})()
 
+
+def test_training_loaders_keep_the_pool_on_the_trainers_device() -> None:
+    dm = TinyImages(random_images(12), augment=["crop"], batch_size=4)
+    dm.trainer = FakeTrainer(1, "meta")
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert next(iter(loader))[0].device.type == "meta"
+    assert next(iter(dm.audit_dataloader()))[0].device.type == "cpu"  # consumers move it
+
+
+def test_several_devices_keep_the_dataloader() -> None:
     dm = Digits()
-    dm.trainer = Trainer()
+    dm.trainer = FakeTrainer(2, "cpu")  # Lightning shards DataLoaders, not tensor batches
     assert isinstance(dm.train_dataloader(), torch.utils.data.DataLoader)
 
 
