@@ -173,7 +173,9 @@ def test_augmentation_applies_to_the_train_loader_only() -> None:
     dm = TinyImages(images, augment=["crop", "mirror"], batch_size=4, eval_batch_size=5)
     dm.setup("fit")
     train = dm.train_dataloader()
-    assert not torch.equal(by_index(train), by_index(train))
+    first = by_index(train)
+    train.sampler.set_epoch(1)  # as Lightning does each epoch: new draws
+    assert not torch.equal(first, by_index(train))
     audit, test = by_index(dm.audit_dataloader()), by_index(dm.test_dataloader())
     torch.testing.assert_close(audit, by_index(dm.audit_dataloader()), rtol=0, atol=0)
     plain = torch.stack([dm.eval_transform()(im) for im in images])  # [N, C, H, W]
@@ -186,7 +188,8 @@ def test_workers_draw_different_augmentations() -> None:
     images = np.repeat(random_images(1), 8, axis=0)  # one image, 8 times
     dm = TinyImages(images, augment=["crop"], batch_size=2, num_workers=2)
     dm.setup("fit")
-    first, second = [x for x, _, _ in dm.train_dataloader()]  # 4 members: worker 0, worker 1
+    # the per-image path (autoaugment's); tensor batches have no workers
+    first, second = [x for x, _, _ in dm.example_dataloader("train")]  # worker 0, worker 1
     assert not torch.equal(first, second)
 
 

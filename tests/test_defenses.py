@@ -28,6 +28,7 @@ from mia_bench.audit.checkpoint import load_weights
 from mia_bench.classifier import Classifier
 from mia_bench.cli import main
 from mia_bench.data import Digits
+from mia_bench.data.batches import TensorBatches
 from mia_bench.defenses import DPSGD, NoisySelfDistillation, RelaxLoss
 from mia_bench.defenses.relaxloss import flattened_targets
 from mia_bench.defenses.self_distillation import (
@@ -169,9 +170,10 @@ def test_dp_sgd_refuses_batchnorm_or_replaces_it():
     assert DPSGD().private_net(mlp) is mlp
 
 
-def test_dp_sgd_in_a_trainer_uses_poisson_batches_and_keeps_the_net():
+@pytest.mark.parametrize(("poisson", "loader_type"), [(True, DPDataLoader), (False, TensorBatches)])
+def test_dp_sgd_in_a_trainer_samples_as_asked_and_keeps_the_net(poisson, loader_type):
     torch.manual_seed(0)
-    defense = DPSGD(noise_multiplier=1.3, max_grad_norm=1.0, delta=1e-5)
+    defense = DPSGD(noise_multiplier=1.3, max_grad_norm=1.0, delta=1e-5, poisson_sampling=poisson)
     model = Classifier(partial(MLP, hidden=[16]), defense=defense)
     keys = list(model.state_dict())
     trainer = Trainer(
@@ -183,7 +185,7 @@ def test_dp_sgd_in_a_trainer_uses_poisson_batches_and_keeps_the_net():
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=Digits(batch_size=64))
-    assert isinstance(trainer.train_dataloader, DPDataLoader)
+    assert isinstance(trainer.train_dataloader, loader_type)  # no Poisson: tensor batches
     batches = _members_loader_length()
     assert trainer.global_step == defense.steps_taken() == batches
     expected = _rdp_epsilon(1.3, 1 / batches, batches, 1e-5)

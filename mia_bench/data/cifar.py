@@ -1,7 +1,8 @@
 """CIFAR-10, CIFAR-100 and the project's partial CIFAR-10 copy, as membership pools.
 
 Images stay uint8 HWC numpy arrays in the pool (60k CIFAR images take 184 MB); the
-per-example transform turns one into a normalized float32 CHW tensor.
+per-example transform turns one into a normalized float32 CHW tensor, and its batch twin
+(:class:`ImageBatchToTensor`) does the same to a whole batch of the pool held as a tensor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torchvision.datasets.utils import extract_archive
 from torchvision.transforms import Compose
 
 from mia_bench.augment import resolve_augmentations, train_augmentation
+from mia_bench.batch_augment import BatchAugmentation, batchable
 from mia_bench.data.download import check_md5, missing_file_error
 from mia_bench.data.membership import MembershipDataModule, Pool
 
@@ -44,6 +46,41 @@ class ImageToTensor:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # [C, H, W]
         return (x.float() / 255.0 - self.mean) / self.std
+
+
+class ImageBatchToTensor:
+    """uint8 ``[B, H, W, C]`` pool rows -> float32 ``[B, C, H, W]``, augmented then normalized.
+
+    The batch twin of ``Compose([TrainAugmentation, ImageToTensor])``: the same
+    normalization to the last bit, after :class:`~mia_bench.batch_augment.BatchAugmentation`
+    (if any) drawn from the loader's generator.
+
+    Args:
+        mean, std: per channel, of pixel values in [0, 1].
+        augmentation: applied to the uint8 batch first; None: none.
+
+    >>> t = ImageBatchToTensor(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    >>> x = t(torch.full((4, 2, 2, 3), 255, dtype=torch.uint8), torch.Generator())
+    >>> tuple(x.shape), x.dtype, x.max().item()
+    ((4, 3, 2, 2), torch.float32, 1.0)
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augmentation: BatchAugmentation | None = None,
+    ) -> None:
+        self.per_image = ImageToTensor(mean, std)
+        self.augmentation = augmentation
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.augmentation is not None:
+            images = self.augmentation(images, generator)  # [B, H, W, C] uint8
+        x = images.permute(0, 3, 1, 2).contiguous()  # [B, C, H, W] uint8
+        mean = self.per_image.mean.to(x.device)  # [C, 1, 1]
+        std = self.per_image.std.to(x.device)  # [C, 1, 1]
+        return (x.float() / 255.0 - mean) / std
 
 
 class ImageMembershipDataModule(MembershipDataModule):
@@ -87,6 +124,18 @@ class ImageMembershipDataModule(MembershipDataModule):
         if augmentation is None:
             return self.eval_transform()
         return Compose([augmentation, self.eval_transform()])
+
+    def batch_transform(self, train: bool) -> ImageBatchToTensor | None:
+        """The batch twin of :meth:`train_transform` / :meth:`eval_transform`.
+
+        None (per-image DataLoader) when an augmentation has no batch form
+        (``autoaugment``).
+        """
+        names = self.augment if train else []
+        if not batchable(names):
+            return None
+        augmentation = BatchAugmentation(names, self.input_shape[1:]) if names else None
+        return ImageBatchToTensor(self.mean, self.std, augmentation)
 
 
 class _TorchvisionCIFAR(ImageMembershipDataModule):

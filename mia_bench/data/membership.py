@@ -9,6 +9,14 @@ into the loaders Lightning needs:
 * ``audit_dataloader``: the whole pool once, in index order, for signals.
 
 Every batch is ``(x, y, index)`` where ``index`` is the pool index of each example.
+
+Two paths make those batches. A pool whose batches can be made by tensor indexing
+(:meth:`MembershipDataModule.batch_transform` returns a transform: tabular features, uint8
+images with ``crop``/``mirror``/``cutout``) is served by
+:class:`~mia_bench.data.batches.TensorBatches`: no per-example Python, no workers, an
+epoch order that is a function of the run's seed and the epoch, and the pool kept on the
+training device. Any other pool (text, ``autoaugment``) keeps a ``DataLoader`` over
+:class:`PoolDataset`; so do multi-device runs, whose DataLoaders Lightning shards.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mia_bench.data.batches import BatchTransform, TensorBatches, keep_rows
 from mia_bench.data.splits import keep_matrix, keep_row, runs_in
+
+SPLITS = ("train", "val", "test", "audit")
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,8 @@ class MembershipDataModule(L.LightningDataModule):
         split_seed: seed of the keep matrix, shared by the whole group.
         batch_size: training batch size.
         eval_batch_size: batch size of the test and audit loaders.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers of the per-example path; the tensor path
+            (:meth:`batch_transform`) has none and ignores it.
         download: fetch missing files from the dataset's canonical URL.
         property_classes: derived properties for property inference, as
             ``{name: [classes]}``: the property is 1 for examples whose label is one of
@@ -122,6 +134,7 @@ class MembershipDataModule(L.LightningDataModule):
         self.download = download
         self.property_classes = dict(property_classes or {})
         self._pool: Pool | None = None
+        self._pool_tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- what a dataset provides -------------------------------------------------
     def load_pool(self) -> Pool:
@@ -164,6 +177,19 @@ class MembershipDataModule(L.LightningDataModule):
     def eval_transform(self) -> Callable[[Any], Any] | None:
         """Per-example transform for test and audit examples."""
         return None
+
+    def batch_transform(self, train: bool) -> BatchTransform | None:
+        """The whole-batch twin of the train (or eval) transform; None keeps DataLoaders.
+
+        A dataset declares here that its loaders can be
+        :class:`~mia_bench.data.batches.TensorBatches`: it returns the transform from
+        pool rows ``[B, ...]`` to model inputs that gives what the per-example transform
+        gives. The default serves pools with no per-example transform (their rows are
+        the inputs, e.g. tabular features); a pool with one keeps the ``DataLoader``
+        path unless it overrides this (images do).
+        """
+        transform = self.train_transform() if train else self.eval_transform()
+        return keep_rows if transform is None else None
 
     # --- the membership design ---------------------------------------------------
     @property
@@ -210,32 +236,89 @@ class MembershipDataModule(L.LightningDataModule):
     # --- loaders -----------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         keep = self.keep
-        members = np.flatnonzero(keep)
-        nonmembers = np.flatnonzero(~keep)
-        self.train_set = Subset(PoolDataset(self.pool, self.train_transform()), members)
-        self.test_set = Subset(PoolDataset(self.pool, self.eval_transform()), nonmembers)
+        self.members = np.flatnonzero(keep)
+        self.nonmembers = np.flatnonzero(~keep)
+        self.train_set = Subset(PoolDataset(self.pool, self.train_transform()), self.members)
+        self.test_set = Subset(PoolDataset(self.pool, self.eval_transform()), self.nonmembers)
         self.audit_set = PoolDataset(self.pool, self.eval_transform())
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _split(self, split: str) -> tuple[Dataset, np.ndarray | None, int]:
+        """``split``'s dataset, pool indices (None: all) and batch size."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: use one of {list(SPLITS)}")
+        if not hasattr(self, "audit_set"):
+            self.setup("fit")
+        if split == "train":
+            return self.train_set, self.members, self.batch_size
+        if split == "audit":
+            return self.audit_set, None, self.eval_batch_size
+        return self.test_set, self.nonmembers, self.eval_batch_size
+
+    def example_dataloader(self, split: str) -> DataLoader:
+        """The per-example ``DataLoader`` of ``split`` (``train``, ``val``, ``test``, ``audit``).
+
+        What pools without a :meth:`batch_transform` are always served by, and what a
+        wrapper that needs a dataset asks for (DP-SGD's Poisson sampler).
+        """
+        dataset, _, batch_size = self._split(split)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=split == "train",
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+    def pool_tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The pool as ``(inputs [N, ...], labels int64[N])`` on ``device``, made once per device.
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        On the CPU the inputs share the pool's memory (no copy).
+        """
+        key = str(torch.device(device))
+        if key not in self._pool_tensors:
+            inputs = torch.as_tensor(np.ascontiguousarray(self.pool.inputs))  # [N, ...]
+            labels = torch.as_tensor(np.asarray(self.pool.labels), dtype=torch.long)  # [N]
+            self._pool_tensors[key] = (inputs.to(key), labels.to(key))
+        return self._pool_tensors[key]
 
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def _loader(self, split: str, device: torch.device | None) -> DataLoader | TensorBatches:
+        """Tensor batches of ``split`` on ``device`` where the pool allows, else a DataLoader."""
+        transform = self.batch_transform(train=split == "train")
+        if transform is None or device is None:
+            return self.example_dataloader(split)
+        _, indices, batch_size = self._split(split)
+        indices = torch.arange(self.num_examples) if indices is None else torch.from_numpy(indices)
+        return TensorBatches(
+            *self.pool_tensors(device),
+            indices,
+            batch_size,
+            shuffle=split == "train",
+            transform=transform,
+        )
 
-    def audit_dataloader(self) -> DataLoader:
-        """The whole pool once, in index order (for signals)."""
-        if not hasattr(self, "audit_set"):
-            self.setup("fit")
-        return self._loader(self.audit_set, self.eval_batch_size, shuffle=False)
+    def _training_device(self) -> torch.device | None:
+        """Where the training loaders keep the pool: the trainer's device (CPU without one).
+
+        None (DataLoaders) on several devices, where Lightning shards DataLoaders.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return torch.device("cpu")
+        return trainer.strategy.root_device if trainer.world_size == 1 else None
+
+    def train_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("train", self._training_device())
+
+    def val_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("val", self._training_device())
+
+    def test_dataloader(self) -> DataLoader | TensorBatches:
+        return self._loader("test", self._training_device())
+
+    def audit_dataloader(self) -> DataLoader | TensorBatches:
+        """The whole pool once, in index order (for signals), on the CPU.
+
+        Its consumers (signal recorder, checkpoint audits, self-distillation) move each
+        batch to their net's device themselves.
+        """
+        return self._loader("audit", torch.device("cpu"))

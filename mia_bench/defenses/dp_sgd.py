@@ -16,6 +16,7 @@ opacus' expected batch size ``int(n / len(train_loader))``. The privacy spent so
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -39,8 +40,10 @@ class DPSGD(Defense):
       replaced, on this datamodule instance only, by opacus' ``DPDataLoader`` over the
       same members: every member joins each batch independently with ``q = 1 /
       len(train_loader)``, for ``len(train_loader)`` batches per epoch (batches vary in
-      size and may be empty). That is the sampling the RDP/PRV accountants assume.
-      ``poisson_sampling=False`` keeps the shuffled fixed-size batches and accounts them
+      size and may be empty). That is the sampling the RDP/PRV accountants assume; it
+      wraps the datamodule's per-example DataLoader (``example_dataloader("train")``).
+      ``poisson_sampling=False`` keeps the shuffled fixed-size batches (tensor batches
+      where the pool has them: same size and count per epoch) and accounts them
       as if Poisson-sampled with the same ``q`` (the approximation opacus' own
       Lightning example makes); the epsilon is then not a proven bound.
     * Nets with BatchNorm (ResNet18) mix examples within a batch, which per-example
@@ -204,6 +207,15 @@ def _datamodule(module: Classifier) -> Any:
 
 
 def _original_train_dataloader(datamodule: Any) -> Any:
+    """What makes the members' per-example ``DataLoader``, which opacus wraps and accounts.
+
+    A :class:`~mia_bench.data.membership.MembershipDataModule` may serve training as
+    tensor batches; opacus' Poisson sampler needs a DataLoader with a dataset, so it asks
+    for ``example_dataloader("train")`` (same members, batch size and number of batches).
+    """
+    example_dataloader = getattr(datamodule, "example_dataloader", None)
+    if example_dataloader is not None:
+        return functools.partial(example_dataloader, "train")
     fn = datamodule.train_dataloader
     return getattr(fn, "dp_original", fn)
 
