@@ -7,7 +7,8 @@ Layout under a run's artifact folder::
     stats/epoch_XXX.npz               float32[N, A] sufficient statistics (mia_bench.statistics)
     embeddings/epoch_XXX/<layer>.npy  float32[N, D]
 
-``.npz`` files are compressed. The statistics are computed from the float32 logits before
+In ``.npz`` files the labels are compressed, the floating-point arrays stored as they are
+(:func:`write_npz`). The statistics are computed from the float32 logits before
 they are stored, so float16 storage of the logits leaves the reference attacks unchanged.
 
 Every write goes to a temporary file in the same folder and is renamed into place,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -196,7 +198,26 @@ def save_signals(run_dir: Path, signals: EpochSignals) -> list[Path]:
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
-    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    return atomic_write(path, lambda f: write_npz(f, arrays))
+
+
+def write_npz(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
+    """An ``.npz`` (``np.load`` reads it) with integer and boolean arrays compressed and
+    floating-point ones stored as they are.
+
+    Logits and statistics compress to about 93% of their size (float32 mantissas are
+    noise to zlib) at 30 ms an epoch for a 5,000-example pool, seconds for LiRA's; labels
+    compress to 14%.
+    """
+    with zipfile.ZipFile(f, "w", allowZip64=True) as archive:
+        for name, value in arrays.items():
+            value = np.asanyarray(value)
+            floating = np.issubdtype(value.dtype, np.floating)
+            kind = zipfile.ZIP_STORED if floating else zipfile.ZIP_DEFLATED
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = kind
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
 
 
 def check_signals(run_dir: Path, epoch: int) -> None:

@@ -1,6 +1,6 @@
 """A group's sufficient statistics of one epoch as ``[M, N, A]`` memory-mapped arrays.
 
-Each run stores its statistics per epoch (``stats/epoch_XXX.npz``, compressed, see
+Each run stores its statistics per epoch (``stats/epoch_XXX.npz``, see
 :mod:`mia_bench.store.artifacts`). An audit of M runs stacks them once, run by run, into
 one raw float32 file per statistic, maps the files read-only and removes them at once:
 the mapping keeps the data readable until the arrays are dropped, and nothing is left on

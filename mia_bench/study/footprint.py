@@ -1,8 +1,8 @@
 """The store a run will write, projected from its config before anything trains.
 
 ``mia-bench fleet --dry-run`` prints it per run and for the fleet. The numbers are
-uncompressed upper bounds: signals are saved compressed (``np.savez_compressed``) and
-checkpoints as they are.
+upper bounds: only the signals' labels are saved compressed
+(:func:`mia_bench.store.artifacts.write_npz`), the rest as it is.
 
 Per recorded epoch a run writes its logits ``[N, A, C]`` (``--signals.logits_dtype``) and
 labels, the sufficient statistics ``stats/epoch_XXX.npz`` (``float32[N, A]`` each of
@@ -52,7 +52,7 @@ def optimizer_state_factor(class_path: str, init_args: Mapping[str, Any]) -> int
 
 @dataclass(frozen=True)
 class Footprint:
-    """Bytes one run stores, as uncompressed upper bounds.
+    """Bytes one run stores, as upper bounds.
 
     Args:
         pool_size: N.
@@ -203,7 +203,7 @@ def describe(f: Footprint, num_runs: int) -> list[str]:
     layers = ", ".join(f"{name} {n:,} x {d} x 4 B" for name, d in f.layer_dims.items())
     embeddings = f"{r} recorded epochs x ({layers}) = {size(r * f.embeddings_per_epoch)}"
     return [
-        "projected store size per run (uncompressed upper bounds; signals are saved compressed):",
+        "projected store size per run (upper bounds; only the labels are saved compressed):",
         f"  signals      {r} recorded epochs x {size(f.signals_per_epoch)} (logits {n:,} x {a} "
         f"{views} x {c} classes x {f.logits_bytes} B + stats {NUM_STATS} x {n:,} x {a} x 4 B) "
         f"= {size(r * f.signals_per_epoch)}",

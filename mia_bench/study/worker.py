@@ -16,14 +16,13 @@ user's mistake, 75 when another process holds the run's lease, 76 when the run i
 trained, 1 for any other error). Every run builds its own seeds, model, data module,
 trainer and MLflow logger (the LightningCLI does); a run that fails is reported and the
 next one starts clean: its lease is released, Python's warning registries are reset so
-each run's log shows its warnings, and memory is collected. A crash that kills the
+each run's log shows its warnings. A crash that kills the
 process (a segfault, the out-of-memory killer) is seen by the fleet, which fails that run
 and starts a new worker for the next. The worker ends when its stdin closes.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -98,7 +97,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     warnings._filters_mutated()  # each run's log shows its own warnings again
     with _Redirected(Path(job["log"])):
         status = run_fit(list(job["args"]))
-    gc.collect()
     seconds = round(time.monotonic() - started, 3)
     return {"run_index": job["run_index"], "status": status, "seconds": seconds}
 

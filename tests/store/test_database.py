@@ -147,3 +147,24 @@ def test_a_server_that_is_not_mlflow_is_refused(path, said):
             open_store(uri)
     finally:
         server.shutdown()
+
+
+def test_a_new_sqlite_store_writes_ahead_and_an_old_one_is_switched_when_idle(tmp_path):
+    import sqlite3
+
+    def mode(path: Path) -> str:
+        with sqlite3.connect(path) as db:
+            return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    open_store(f"sqlite:///{tmp_path}/new/mlflow.db")
+    assert mode(tmp_path / "new" / "mlflow.db") == "wal"
+    old = tmp_path / "old" / "mlflow.db"
+    old.parent.mkdir()
+    with sqlite3.connect(old) as db:  # a store made before: rollback journal
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("CREATE TABLE t (x)")
+    assert mode(old) == "delete"
+    client = MlflowClient(open_store(f"sqlite:///{old}"))
+    assert mode(old) == "wal"
+    client.create_experiment("still-works")
+    assert "still-works" in {e.name for e in client.search_experiments()}

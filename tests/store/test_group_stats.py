@@ -33,7 +33,7 @@ def _run_dir(root: Path, i: int) -> Path:
     return root / "artifacts" / f"{i:032x}" / "artifacts"
 
 
-def test_saved_epoch_has_compressed_statistics_of_its_logits(tmp_path) -> None:
+def test_saved_epoch_has_the_statistics_of_its_logits(tmp_path) -> None:
     signals = _signals(0)
     save_signals(tmp_path, signals)
     loaded = load_signals(tmp_path, 2)

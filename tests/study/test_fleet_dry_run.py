@@ -32,7 +32,7 @@ def test_dry_run_on_a_fresh_folder_plans_and_projects_without_creating_a_store(i
     signals = n * c * 4 + n * 8 + 3 * n * 4  # logits float32, labels int64, 3 float32 stats
     assert f"{epochs} recorded epochs x {size(signals)}" in out and "embeddings   none" in out
     assert "1 full x" in out and "1 weights-only x" in out  # epochs 9 and 19 of 20
-    assert "uncompressed upper bounds" in out and "for 4 runs" in out
+    assert "(upper bounds;" in out and "for 4 runs" in out
     assert "audit cost per run: auditing costs 1,797 pool examples x 1 view x 20" in out
     assert "--signals.every_n_epochs, now 1" in out  # above 10%: the knobs are named
     assert not (in_tmp / "mlruns").exists()
