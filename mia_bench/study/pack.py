@@ -255,7 +255,10 @@ class Pack:
         params = list(module.parameters())
         for i, state in self.opt.run_state(k, self.nets.names).items():
             trainer.optimizer.state[params[i]] = state
-        trainer.global_step += -(-int(sums["count"][k]) // self.batch_size)  # its steps
+        trainer.epoch_steps = -(-int(sums["count"][k]) // self.batch_size)  # its steps
+        trainer.global_step += trainer.epoch_steps
+        dm = trainer.datamodule
+        trainer.val_batches = -(-int((~dm.keep).sum()) // dm.eval_batch_size)
         n = float(sums["count"][k])
         train = {"acc": float(sums["correct"][k]) / n, "loss": float(sums["loss"][k]) / n}
         test = self.test_metrics(k)

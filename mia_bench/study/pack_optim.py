@@ -56,32 +56,54 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
-        """Update the runs with ``active[k]`` (``bool[K]``); the others stay as they are."""
+        """Update the runs with ``active[k]`` (``bool[K]``); the others stay as they are.
+
+        In place, with the inactive runs' weights of every update set to zero (their
+        parameters and states are left bit for bit), so no masked copy is made.
+        """
         self.steps += active.long()
+        on = active.to(next(iter(self.params.values())).dtype)  # [K]
         for name, p in self.params.items():
             shape = (-1,) + (1,) * (p.dim() - 1)
-            new = self._update(name, p, p.grad, self.steps.view(shape))
-            keep = active.view(shape)
-            for key, value in new.items():
-                target = p if key == "param" else self.state[name][key]
-                target.copy_(torch.where(keep, value, target))
+            if self.kind == "SGD":
+                _sgd(
+                    p,
+                    p.grad,
+                    self.steps.view(shape),
+                    self.state[name],
+                    self.defaults,
+                    on.view(shape),
+                )
+            else:
+                self._adam(p, p.grad, self.steps.view(shape), self.state[name], on.view(shape))
 
-    def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, t: torch.Tensor) -> dict:
-        o, state = self.defaults, self.state[name]
-        if self.kind == "SGD":
-            return _sgd(p, g, t, state["momentum_buffer"], o)
-        lr, (b1, b2), eps, wd = o["lr"], o["betas"], o["eps"], o["weight_decay"]
-        if self.kind == "AdamW":
-            p = p.mul(1 - lr * wd)
-        elif wd != 0:
-            g = g.add(p, alpha=wd)
-        m = state["exp_avg"].lerp(g, 1 - b1)
-        v = state["exp_avg_sq"].mul(b2).addcmul(g, g, value=1 - b2)
-        t64 = t.double()
-        step_size = (lr / (1 - b1**t64)).to(p.dtype)  # [K, 1, ...]
-        bc2_sqrt = ((1 - b2**t64) ** 0.5).to(p.dtype)
-        denom = (v.sqrt() / bc2_sqrt).add(eps)
-        return {"param": p - step_size * m / denom, "exp_avg": m, "exp_avg_sq": v}
+    def _adam(self, p, g, t, state, on) -> None:
+        """torch.optim.Adam/AdamW's step on runs with ``on == 1``, by torch's fused kernel.
+
+        The kernel takes one step count per tensor, so each run's slice goes in as its
+        own tensor: one pass over parameters, gradients and moments, in cache per run.
+        """
+        runs = on.flatten().nonzero().flatten().tolist()
+        if not runs:
+            return
+        o = self.defaults
+        fused = torch._fused_adamw_ if self.kind == "AdamW" else torch._fused_adam_
+        steps = t.flatten().to(torch.float32)  # [K], counts after this step
+        fused(
+            [p[k] for k in runs],
+            [g[k] for k in runs],
+            [state["exp_avg"][k] for k in runs],
+            [state["exp_avg_sq"][k] for k in runs],
+            [],
+            [steps[k] for k in runs],
+            lr=o["lr"],
+            beta1=o["betas"][0],
+            beta2=o["betas"][1],
+            weight_decay=o["weight_decay"],
+            eps=o["eps"],
+            amsgrad=False,
+            maximize=False,
+        )
 
     # --- torch.optim state dicts, one per run ------------------------------------
     def run_state(self, k: int, names: list[str]) -> dict[int, dict[str, torch.Tensor]]:
@@ -113,15 +135,15 @@ class StackedOptimizer:
         self.steps[k] = steps
 
 
-def _sgd(p, g, t, buf, o) -> dict:
-    """torch.optim.SGD's step; ``t`` holds each run's step count after this step."""
+def _sgd(p, g, t, state, o, on) -> None:
+    """torch.optim.SGD's step on runs with ``on == 1``; ``t``: step counts after it."""
     lr, momentum, wd = o["lr"], o.get("momentum", 0), o.get("weight_decay", 0)
     if wd != 0:
         g = g.add(p, alpha=wd)
-    out = {}
     if momentum != 0:
-        later = buf.mul(momentum).add(g, alpha=1 - o.get("dampening", 0))
-        buf = torch.where(t == 1, g, later)  # the first step's buffer is the gradient
+        buf = state["momentum_buffer"]
+        later = buf.mul(momentum).add_(g, alpha=1 - o.get("dampening", 0))
+        fresh = torch.where(t == 1, g, later)  # the first step's buffer is the gradient
+        buf.copy_(torch.where(on > 0, fresh, buf))
         g = g.add(buf, alpha=momentum) if o.get("nesterov") else buf
-        out["momentum_buffer"] = buf
-    return out | {"param": p.add(g, alpha=-lr)}
+    p.sub_(g * (lr * on))

@@ -108,6 +108,8 @@ class RunTrainer:
     optimizer: torch.optim.Optimizer
     current_epoch: int = 0
     global_step: int = 0
+    epoch_steps: int = 0  # optimizer steps of the current epoch
+    val_batches: int = 0  # batches of its test (validation) pass
     sanity_checking: bool = False
     should_stop: bool = False
     default_root_dir: str = "."
@@ -141,6 +143,9 @@ class RunTrainer:
             "callbacks": {k: v for k, v in states.items() if v},
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [],
+            "loops": lightning_loops(
+                self.current_epoch, self.global_step, self.epoch_steps, self.val_batches
+            ),
             "hparams_name": "kwargs",
             "hyper_parameters": dict(self.module.hparams),
             "datamodule_hparams_name": "kwargs",
@@ -153,6 +158,51 @@ class RunTrainer:
     def save_checkpoint(self, path: str | Path) -> None:
         """Write :meth:`checkpoint` to ``path`` (``EpochCheckpoint`` makes it atomic)."""
         torch.save(self.checkpoint(), path)
+
+
+def _progress(value: int, keys: str = "ready completed started processed") -> dict[str, int]:
+    return dict.fromkeys(keys.split(), value)
+
+
+def _counts(total: int, current: int, keys: str = "ready completed started processed") -> dict:
+    return {"total": _progress(total, keys), "current": _progress(current, keys)}
+
+
+def lightning_loops(epoch: int, global_step: int, epoch_steps: int, val_batches: int) -> dict:
+    """The ``loops`` entry Lightning 2.6 writes in a checkpoint at the end of ``epoch``.
+
+    With it, ``mia-bench fit --ckpt_path last`` resumes a run trained packed at the next
+    epoch, as it resumes a run it trained itself (one optimizer step per batch, a test
+    pass every epoch, no scheduler).
+
+    >>> loops = lightning_loops(1, 30, 15, 1)["fit_loop"]
+    >>> loops["epoch_progress"]["current"], loops["epoch_loop.state_dict"]
+    ({'ready': 2, 'started': 2, 'processed': 2, 'completed': 1}, {'_batches_that_stepped': 30})
+    """
+    two = "ready completed"
+    epochs = {k: epoch + 1 for k in ("ready", "started", "processed")} | {"completed": epoch}
+    idle = {"state_dict": {}, "batch_progress": _counts(0, 0) | {"is_last_batch": False}}
+    fit = {
+        "state_dict": {},
+        "epoch_loop.state_dict": {"_batches_that_stepped": global_step},
+        "epoch_loop.batch_progress": _counts(global_step, epoch_steps) | {"is_last_batch": True},
+        "epoch_loop.scheduler_progress": _counts(0, 0, two),
+        "epoch_loop.automatic_optimization.state_dict": {},
+        "epoch_loop.automatic_optimization.optim_progress": {
+            "optimizer": {
+                "step": _counts(global_step, epoch_steps, two),
+                "zero_grad": _counts(global_step, epoch_steps, "ready completed started"),
+            }
+        },
+        "epoch_loop.manual_optimization.state_dict": {},
+        "epoch_loop.manual_optimization.optim_step_progress": _counts(0, 0, two),
+        "epoch_loop.val_loop.state_dict": {},
+        "epoch_loop.val_loop.batch_progress": _counts(val_batches, val_batches)
+        | {"is_last_batch": True},
+        "epoch_progress": {"total": dict(epochs), "current": dict(epochs)},
+    }
+    predict = {"state_dict": {}, "batch_progress": _counts(0, 0)}
+    return {"fit_loop": fit, "validate_loop": idle, "test_loop": idle, "predict_loop": predict}
 
 
 @dataclass

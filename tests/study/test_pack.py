@@ -238,6 +238,7 @@ def test_packed_checkpoints_hold_what_fit_would_have_saved(trained, monkeypatch)
         want = torch.load(folder_a / "last.ckpt", weights_only=True)
         assert (got["epoch"], got["global_step"]) == (want["epoch"], want["global_step"])
         assert got["callbacks"]["SignalRecorder"] == want["callbacks"]["SignalRecorder"]
+        assert got["loops"] == want["loops"]  # mia-bench fit --ckpt_path last resumes it
         for key, value in want["state_dict"].items():
             torch.testing.assert_close(got["state_dict"][key], value, rtol=1e-4, atol=1e-5)
         state_p, state_a = got["optimizer_states"][0], want["optimizer_states"][0]
