@@ -26,6 +26,7 @@ from mia_bench.callbacks.signal_recorder import layers_needed
 from mia_bench.checks import check_layers
 from mia_bench.classifier import Classifier
 from mia_bench.data.membership import MembershipDataModule, Pool
+from mia_bench.errors import UserError
 from mia_bench.lightning_cli import DEFAULT_CONFIG, MiaCLI, config_params, log_new_params
 from mia_bench.store.artifacts import local_artifact_dir
 from mia_bench.store.checkpoints import (
@@ -281,6 +282,11 @@ def _run_trainer(cli: _RunCLI, logger: BufferedMLFlowLogger, checkpoints: Path) 
         else EpochCommit()
     )
     callbacks = [init["signals"], init["attacks"], init["properties"], keeper]
+    if dm.train_transform() is not None or dm.eval_transform() is not None:
+        raise UserError(
+            f"{type(dm).__name__} transforms its examples; packing reads the pool as stored "
+            "(tabular data): train this recipe unpacked"
+        )
     dm.setup("fit")
     x = torch.as_tensor(dm.pool.inputs)  # [N, ...]
     data = PoolLoaders(dm, x, dm.audit_set.labels)
