@@ -86,6 +86,14 @@ def fleet_main(argv: list[str]) -> int:
         "once per worker); threads per worker = usable cores / workers",
     )
     parser.add_argument(
+        "--pack",
+        "--fleet.pack",
+        type=int,
+        default=1,
+        help="runs each worker trains at once, vectorized (torch.func.vmap over stacked "
+        "parameters; MLP recipes only, refused with the reason otherwise); default 1",
+    )
+    parser.add_argument(
         "--devices",
         default="auto",
         help="GPUs the workers are dealt to, in turn (CUDA_VISIBLE_DEVICES; several "
@@ -113,11 +121,19 @@ def fleet_main(argv: list[str]) -> int:
             f"--runs {known.runs} is outside the group's run indices 0..{num_runs - 1}: "
             f"raise --data.num_runs (now {num_runs}) or ask for fewer runs."
         )
+    if known.pack > 1:
+        from mia_bench.study.pack import supports_packing
+
+        reason = supports_packing(config)
+        if reason is not None:
+            raise UserError(f"--pack {known.pack}: {reason}")  # the reason says what to do
     settings = MlflowSettings(**vars(config.mlflow))
     fingerprint = config_fingerprint(config.clone().as_dict())
     jobs = plan(settings, group, runs, fingerprint, create=not known.dry_run)
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    fleet = Fleet(fit_args, group, known.workers, log_dir, settings, gpu_slots(known.devices))
+    fleet = Fleet(
+        fit_args, group, known.workers, log_dir, settings, gpu_slots(known.devices), known.pack
+    )
     if known.dry_run:
         print("\n".join(dry_run_report(fit_args, fleet, jobs)))
         return 0

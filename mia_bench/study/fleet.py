@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ class _Worker:
 
     number: int
     proc: subprocess.Popen
-    job: Job | None = None
+    jobs: list[Job] = field(default_factory=list)  # what it trains now (a pack: several)
     started: float = 0.0
 
     @property
@@ -237,6 +237,8 @@ class Fleet:
             process is left to it without giving it to a worker.
         gpus: ``CUDA_VISIBLE_DEVICES`` values the workers are dealt to (see
             :func:`gpu_slots`); None: the workers' environment is left as it is.
+        pack: runs a worker trains at once, packed (:mod:`mia_bench.study.pack`); 1:
+            one run at a time.
     """
 
     def __init__(
@@ -247,8 +249,10 @@ class Fleet:
         log_dir: Path,
         settings: MlflowSettings | None = None,
         gpus: Sequence[str] | None = None,
+        pack: int = 1,
     ) -> None:
         self.fit_args = list(fit_args)
+        self.pack = max(1, pack)
         self.group = group
         self.workers = max(1, workers)
         self.log_dir = log_dir
@@ -261,16 +265,20 @@ class Fleet:
         self.failed: list[int] = []
         self.left: list[int] = []
         self.started_workers = 0
+        self._packs: dict[int, list[int]] = {}  # run index -> its pack's run indices
 
     @property
     def running(self) -> dict[int, _Worker]:
         """The runs being trained now, by run index."""
-        return {w.job.run_index: w for w in self.pool if w.job is not None}
+        return {job.run_index: w for w in self.pool for job in w.jobs}
+
+    def recipe_args(self) -> list[str]:
+        """The fit arguments every run of the fleet shares."""
+        return [*self.fit_args, "--trainer.enable_progress_bar=false", "--signals.progress=false"]
 
     def job_args(self, job: Job) -> list[str]:
         """The ``mia-bench fit`` arguments of one job."""
-        args = [*self.fit_args, f"--group={self.group}", f"--data.run_index={job.run_index}"]
-        args += ["--trainer.enable_progress_bar=false", "--signals.progress=false"]
+        args = [*self.recipe_args(), f"--group={self.group}", f"--data.run_index={job.run_index}"]
         return args + (["--ckpt_path=last"] if job.action == "resume" else [])
 
     def command(self, job: Job) -> list[str]:
@@ -278,7 +286,11 @@ class Fleet:
         return ["mia-bench", "fit", *self.job_args(job)]
 
     def log_path(self, run_index: int) -> Path:
-        """This fleet's log of one run (two fleets never share a log file)."""
+        """This fleet's log of one run (two fleets never share a log file); a packed run's
+        is its pack's log."""
+        first = self._packs.get(run_index)
+        if first is not None:
+            return self.log_dir / f"pack_{first[0]:03d}-{first[-1]:03d}.{self.log_suffix}.log"
         return self.log_dir / f"run_{run_index:03d}.{self.log_suffix}.log"
 
     def taken(self, run_index: int) -> tuple[str, str] | None:
@@ -337,35 +349,56 @@ class Fleet:
 
     def _idle_worker(self) -> _Worker | None:
         for worker in self.pool:
-            if worker.job is None and worker.alive:
+            if not worker.jobs and worker.alive:
                 return worker
-        self.pool = [w for w in self.pool if w.alive or w.job is not None]
+        self.pool = [w for w in self.pool if w.alive or w.jobs]
         return self._spawn() if len(self.pool) < self.workers else None
 
-    def _give(self, job: Job) -> bool:
-        """Hand ``job`` to an idle worker; False when every worker is busy."""
-        taken = self.taken(job.run_index)
-        if taken is not None:
-            self._leave(job.run_index, taken)
+    def _line(self, jobs: list[Job]) -> dict[str, Any]:
+        """What a worker is sent to train ``jobs`` (see :mod:`mia_bench.study.worker`)."""
+        if self.pack == 1:
+            job = jobs[0]
+            log = str(self.log_path(job.run_index))
+            return {"run_index": job.run_index, "args": self.job_args(job), "log": log}
+        indices = [j.run_index for j in jobs]
+        self._packs.update({i: indices for i in indices})
+        resume = {str(j.run_index): j.action == "resume" for j in jobs}
+        log = str(self.log_path(indices[0]))
+        return {"runs": indices, "resume": resume, "group": self.group, "log": log,
+                "args": self.recipe_args()}  # fmt: skip
+
+    def _give(self, unit: list[Job]) -> bool:
+        """Hand a run (or a pack of runs) to an idle worker; False when every worker is busy.
+
+        Runs another process holds or finished meanwhile are left out of it first.
+        """
+        jobs = []
+        for job in unit:
+            taken = self.taken(job.run_index)
+            if taken is None:
+                jobs.append(job)
+            else:
+                self._leave(job.run_index, taken)
+        if not jobs:
             return True
         worker = self._idle_worker()
         if worker is None:
             return False
-        line = {"run_index": job.run_index, "args": self.job_args(job)}
-        line["log"] = str(self.log_path(job.run_index))
         try:
             assert worker.proc.stdin is not None
-            worker.proc.stdin.write(json.dumps(line) + "\n")
+            worker.proc.stdin.write(json.dumps(self._line(jobs)) + "\n")
             worker.proc.stdin.flush()
         except OSError:  # it died meanwhile: its exit event retires it
             worker.proc.poll()
             return False
-        worker.job, worker.started = job, time.monotonic()
-        verb = "resuming" if job.action == "resume" else "starting"
-        self._say(
-            f"run {job.run_index}: {verb} in worker {worker.number} "
-            f"(log {self.log_path(job.run_index)})"
-        )
+        worker.jobs, worker.started = jobs, time.monotonic()
+        for job in jobs:
+            verb = "resuming" if job.action == "resume" else "starting"
+            packed = f" (a pack of {len(jobs)})" if self.pack > 1 else ""
+            self._say(
+                f"run {job.run_index}: {verb} in worker {worker.number}{packed} "
+                f"(log {self.log_path(job.run_index)})"
+            )
         return True
 
     def _finished(self, run_index: int, status: int, seconds: float) -> None:
@@ -386,13 +419,15 @@ class Fleet:
             )
 
     def _handle(self, kind: str, worker: _Worker, payload: Any) -> None:
-        job, seconds = worker.job, time.monotonic() - worker.started
+        jobs, seconds = worker.jobs, time.monotonic() - worker.started
+        worker.jobs = []
         if kind == "answer":
-            worker.job = None
-            self._finished(int(payload["run_index"]), int(payload["status"]), seconds)
-        elif job is not None:  # the worker died with a run in hand
-            worker.job = None
-            self._finished(job.run_index, payload if payload else 1, seconds)
+            statuses = payload.get("statuses") or {payload["run_index"]: payload["status"]}
+            for run_index, status in statuses.items():
+                self._finished(int(run_index), int(status), seconds)
+        elif jobs:  # the worker died with runs in hand
+            for job in jobs:
+                self._finished(job.run_index, payload if payload else 1, seconds)
             self._say(f"worker {worker.number} died (exit {payload}); a new one takes the next run")
 
     def _say(self, message: str) -> None:
@@ -409,7 +444,8 @@ class Fleet:
             if job.action == "skip":
                 self.done.append(job.run_index)
                 self._say(f"run {job.run_index}: already finished, skipped")
-        todo = [j for j in jobs if j.action != "skip"]
+        left = [j for j in jobs if j.action != "skip"]
+        todo = [left[i : i + self.pack] for i in range(0, len(left), self.pack)]
         try:
             while todo or self.running:
                 while todo and self._give(todo[0]):

@@ -11,6 +11,11 @@ C libraries') appended to the job's log, then answers on what was its stdout::
 
     {"run_index": 3, "status": 0, "seconds": 41.2}
 
+A pack of runs trained at once (:mod:`mia_bench.study.pack`) is one job too::
+
+    {"runs": [0, 1, 2, 3], "resume": {"2": true}, "group": "g", "args": [...], "log": "..."}
+    -> {"statuses": {"0": 0, "1": 0, "2": 0, "3": 75}, "seconds": 120.5}
+
 where ``status`` is what the ``mia-bench fit`` process would have exited with (0, 2 for a
 user's mistake, 75 when another process holds the run's lease, 76 when the run is already
 trained, 1 for any other error). Every run builds its own seeds, model, data module,
@@ -63,6 +68,17 @@ def run_fit(args: list[str]) -> int:
         release_held()
 
 
+_FD_STREAMS: list[TextIO] = []
+
+
+def _fd_streams() -> tuple[TextIO, TextIO]:
+    """Text streams on file descriptors 1 and 2, made once and never closed: a logging
+    handler a run creates keeps one, and writes where the descriptor points later."""
+    if not _FD_STREAMS:
+        _FD_STREAMS.extend(open(fd, "w", buffering=1, closefd=False) for fd in (1, 2))  # noqa: SIM115
+    return _FD_STREAMS[0], _FD_STREAMS[1]
+
+
 class _Redirected:
     """File descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) appended to ``log``."""
 
@@ -78,12 +94,11 @@ class _Redirected:
         os.dup2(self.fd, 1)
         os.dup2(self.fd, 2)
         self.streams = (sys.stdout, sys.stderr)  # may not write to fds 1 and 2 (pytest's)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stdout, sys.stderr = _fd_streams()
 
     def __exit__(self, *exc: object) -> None:
-        sys.stdout.close()
-        sys.stderr.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
         sys.stdout, sys.stderr = self.streams
         for fd, saved in zip((1, 2), self.saved, strict=True):
             os.dup2(saved, fd)
@@ -91,14 +106,41 @@ class _Redirected:
         os.close(self.fd)
 
 
+def run_pack(args: list[str], runs: list[int], group: str, resume: dict[str, bool]) -> dict:
+    """Runs ``runs`` trained as one pack (:func:`mia_bench.study.pack.fit_packed`); the
+    exit status of each, all 2 when the recipe cannot be packed, all 1 when it crashed."""
+    from mia_bench.errors import UserError
+    from mia_bench.study.pack import fit_packed
+
+    try:
+        return fit_packed(args, runs, group, {int(i): r for i, r in resume.items()})
+    except UserError as err:
+        print(f"mia-bench: error: {err}", file=sys.stderr)
+        return {i: getattr(err, "exit_status", 2) for i in runs}
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - reported in the log, the next job goes on
+        traceback.print_exc()
+        return {i: 1 for i in runs}
+    finally:
+        from mia_bench.store.leases import release_held
+
+        release_held()
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Train one job (see the module docstring); its answer line as a dict."""
+    """Train one job, a run or a pack of runs (see the module docstring); its answer."""
     started = time.monotonic()
     warnings._filters_mutated()  # each run's log shows its own warnings again
     with _Redirected(Path(job["log"])):
-        status = run_fit(list(job["args"]))
+        if "runs" in job:
+            statuses = run_pack(list(job["args"]), job["runs"], job["group"], job["resume"])
+        else:
+            statuses = {job["run_index"]: run_fit(list(job["args"]))}
     seconds = round(time.monotonic() - started, 3)
-    return {"run_index": job["run_index"], "status": status, "seconds": seconds}
+    if "runs" in job:
+        return {"statuses": {str(i): s for i, s in statuses.items()}, "seconds": seconds}
+    return {"run_index": job["run_index"], "status": statuses[job["run_index"]], "seconds": seconds}
 
 
 def serve(jobs: TextIO, answers: TextIO) -> None:

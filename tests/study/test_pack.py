@@ -7,11 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from mia_bench.audit.checkpoint import load_weights
-from mia_bench.data.batches import epoch_order
-from mia_bench.data.membership import MembershipDataModule, PoolDataset
 from mia_bench.lightning_cli import parse_fit_config, run_lightning_cli
 from mia_bench.store.artifacts import load_signals
 from mia_bench.store.checkpoints import complete_epochs
@@ -135,28 +132,6 @@ def test_fit_packed_refuses_an_unpackable_recipe(in_tmp):
 
 
 # --- packed runs are the runs trained alone ----------------------------------------------
-class EpochOrderSampler(Sampler):
-    """The reference loader's order: ``epoch_order(members, seed, epoch)``."""
-
-    def __init__(self, members: torch.Tensor, seed: int) -> None:
-        self.members, self.seed, self.epoch = members, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls it every epoch
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(epoch_order(self.members, self.seed, self.epoch).tolist())
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-
-def _epoch_order_loader(self: MembershipDataModule) -> DataLoader:
-    members = torch.from_numpy(np.flatnonzero(self.keep))
-    sampler = EpochOrderSampler(members, torch.initial_seed())  # seed + run_index, as fit seeds
-    return DataLoader(PoolDataset(self.pool), batch_size=self.batch_size, sampler=sampler)
-
-
 def _fit_alone(run_index: int, group: str) -> None:
     try:
         run_lightning_cli(["fit", *RECIPE, f"--group={group}", f"--data.run_index={run_index}"], "")
@@ -171,13 +146,12 @@ def _members(group: str):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Group ``packed`` (runs 0-2 in one pack) and ``alone`` (each by mia-bench fit, its
-    batches in the same epoch_order), in one store."""
+    """Group ``packed`` (runs 0-2 in one pack) and ``alone`` (each by mia-bench fit, whose
+    tensor-indexed train loader draws epoch_order(members, seed, epoch) too), in one store."""
     folder = tmp_path_factory.mktemp("pack")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         assert fit_packed(RECIPE, RUNS, "packed") == {0: 0, 1: 0, 2: 0}
-        mp.setattr(MembershipDataModule, "train_dataloader", _epoch_order_loader)
         for i in RUNS:
             _fit_alone(i, "alone")
         yield folder

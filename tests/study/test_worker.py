@@ -92,3 +92,28 @@ def test_gpus_are_the_visible_ones_or_the_drivers_and_workers_are_dealt_to_them(
     assert {worker_env(n, 4, gpus, cores=4)["OMP_NUM_THREADS"] for n in range(4)} == {"1"}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_slots("auto") is None  # a machine told to see no GPU
+
+
+def test_a_packed_fleet_trains_its_runs_in_one_worker_and_refuses_what_it_cannot_pack(
+    in_tmp, capsys
+):
+    from mia_bench.cli import main
+
+    small = ["--data.num_runs=4", "--trainer.max_epochs=2", "--model.net.init_args.hidden=[16]"]
+    assert main(["fleet", "--runs", "0:3", "--pack", "2", "--group", "p", *small]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(a pack of 2)") == 2 and out.count("(a pack of 1)") == 1
+    client, exp_id = client_and_experiment(MlflowSettings())
+    runs = group_runs(client, exp_id, "p")
+    assert [r.run_index for r in runs] == [0, 1, 2]
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.run_id, "train/acc")]
+        assert steps == [0, 1]
+    logs = sorted(p.name.split(".")[0] for p in (in_tmp / "mlruns" / "fleet" / "p").iterdir())
+    assert logs == ["pack_000-001", "pack_002-002", "worker_0"]
+
+    cnn = ["--model.net=mia_bench.nets.CNN", "--runs", "0:2", "--pack", "2", "--group", "c"]
+    assert main(["fleet", *cnn, *small[:2]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and err[0].startswith("mia-bench: error: --pack 2: net ")
+    assert "unpacked" in err[0]
