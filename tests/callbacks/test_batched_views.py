@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.baseline.signals import per_view_signals
 from mia_bench.augment import query_views
 from mia_bench.callbacks.signal_recorder import compute_signals
-from mia_bench.hooks import capture_outputs
 
 
 class BatchNormCNN(nn.Module):
@@ -25,22 +25,6 @@ class BatchNormCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embedding(self.fc(self.conv(x))))  # [B, 5]
-
-
-def per_view_signals(net, loader, views, layers):
-    """The old path: one forward per view, embeddings of the plain view's forward."""
-    fns = query_views(views)
-    net.eval()
-    logits, captured = [], {n: [] for n in layers}
-    with torch.inference_mode():
-        for x, _, _ in loader:
-            with capture_outputs(net, layers) as got:
-                per_view = [net(x).float()]
-            for n, outputs in got.items():
-                captured[n].extend(outputs)
-            per_view += [net(fn(x)).float() for fn in fns[1:]]
-            logits.append(torch.stack(per_view, dim=1))  # [B, A, C]
-    return torch.cat(logits).numpy(), {n: torch.cat(v).numpy() for n, v in captured.items()}
 
 
 @pytest.fixture(scope="module")
