@@ -27,7 +27,10 @@ from mia_bench.store.artifacts import (
 )
 from mia_bench.tracking import log_epoch_metrics
 
-FORWARD_BATCH_SIZE = 4096  # examples per forward of the signal pass (all views together)
+# Examples per forward of the signal pass on a GPU, views of a batch together. On CPU the
+# default is one view per forward: batching them measured 0.89x (2 views) and 0.94x (18) of
+# its speed there (benchmarks/results/batched_views.json), larger batches being memory-bound.
+FORWARD_BATCH_SIZE = 4096
 
 
 @torch.inference_mode()
@@ -39,7 +42,7 @@ def compute_signals(
     epoch: int = 0,
     progress: bool = False,
     memory_format: str = "contiguous",
-    forward_batch_size: int = FORWARD_BATCH_SIZE,
+    forward_batch_size: int | None = None,
 ) -> EpochSignals:
     """Logits of every pool example under each query view, and layer embeddings.
 
@@ -58,13 +61,16 @@ def compute_signals(
         memory_format: the model's ``memory_format`` (``channels_last`` converts the
             4-D view batches).
         forward_batch_size: bound on the examples of one forward (at least one view of
-            a loader batch goes in each).
+            a loader batch goes in each); None: ``FORWARD_BATCH_SIZE`` on a GPU, one view
+            per forward on CPU.
 
     Returns:
         ``EpochSignals`` with logits ``float32[N, A, C]`` and embeddings ``[N, D]``.
     """
     fns = query_views(views)
     device = next(net.parameters()).device
+    if forward_batch_size is None:
+        forward_batch_size = FORWARD_BATCH_SIZE if device.type == "cuda" else 1
     was_training = net.training
     net.eval()
     logits, labels, indices = [], [], []
@@ -173,7 +179,8 @@ class SignalRecorder(Callback):
             so LiRA, RMIA and the calibrated attacks are unchanged; see the README for
             the effect on the attacks reading logits).
         forward_batch_size: at most this many examples per forward of the signal pass
-            (the views of a batch go through together; memory only, not the result).
+            (the views of a batch go through together; memory and speed only, not the
+            result); None: 4096 on a GPU, one view per forward on CPU.
         autocast: record under the trainer's precision context (bf16 autocast with
             ``--trainer.precision bf16-mixed``): faster on GPUs, but the logits are then
             rounded to bf16 before being stored as float32. Default False: the pass
@@ -189,7 +196,7 @@ class SignalRecorder(Callback):
         views: str | Sequence[str] | None = None,
         progress: bool = True,
         logits_dtype: str = "float32",
-        forward_batch_size: int = FORWARD_BATCH_SIZE,
+        forward_batch_size: int | None = None,
         autocast: bool = False,
     ) -> None:
         if every_n_epochs < 1:
@@ -202,7 +209,7 @@ class SignalRecorder(Callback):
         self.progress = progress
         check_logits_dtype(logits_dtype)
         self.logits_dtype = logits_dtype
-        if forward_batch_size < 1:
+        if forward_batch_size is not None and forward_batch_size < 1:
             raise ValueError(f"forward_batch_size must be >= 1, got {forward_batch_size}")
         self.forward_batch_size = forward_batch_size
         self.autocast = autocast

@@ -27,6 +27,9 @@ class BatchNormCNN(nn.Module):
         return self.head(self.embedding(self.fc(self.conv(x))))  # [B, 5]
 
 
+ALL_AT_ONCE = {"forward_batch_size": 4096}  # every view of a batch in one forward
+
+
 @pytest.fixture(scope="module")
 def net_and_loader():
     torch.manual_seed(0)
@@ -60,8 +63,8 @@ def test_batched_views_equal_one_forward_per_view(net_and_loader, views, forward
 def test_views_are_not_mixed_up(net_and_loader):
     """Each view's column holds that view's logits: a permutation of the views moves them."""
     net, loader = net_and_loader
-    forward = compute_signals(net, loader, ["plain", "mirror", "shift_1_0"], ())
-    swapped = compute_signals(net, loader, ["plain", "shift_1_0", "mirror"], ())
+    forward = compute_signals(net, loader, ["plain", "mirror", "shift_1_0"], (), **ALL_AT_ONCE)
+    swapped = compute_signals(net, loader, ["plain", "shift_1_0", "mirror"], (), **ALL_AT_ONCE)
     torch.testing.assert_close(forward.logits[:, [0, 2, 1]], swapped.logits)
     assert not torch.allclose(
         torch.from_numpy(forward.logits[:, 1]), torch.from_numpy(forward.logits[:, 2])
@@ -73,7 +76,9 @@ def test_channels_last_records_the_same_signals(net_and_loader):
     plain = compute_signals(net, loader, "lira18", ["embedding"])
     net.to(memory_format=torch.channels_last)
     try:
-        fast = compute_signals(net, loader, "lira18", ["embedding"], memory_format="channels_last")
+        fast = compute_signals(
+            net, loader, "lira18", ["embedding"], memory_format="channels_last", **ALL_AT_ONCE
+        )
     finally:
         net.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(fast.logits, plain.logits, rtol=1e-5, atol=1e-5)
