@@ -57,6 +57,12 @@ def fleet_options() -> set[str]:
     return {word.strip(",[]") for word in done.stdout.split() if word.startswith("--")}
 
 
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (provenance), or None outside a git checkout."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def fit_args(args: argparse.Namespace, gpu: bool) -> list[str]:
     """What every worker's ``mia-bench fit`` gets: the recipe, the data, the fast path."""
     out = ["-c", str(CONFIG), "--data=mia_bench.data.SyntheticImages"]
@@ -233,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
         "memory_format": runs[0]["memory_format"],
         "compile": runs[0]["compile"],
         "torch": torch.__version__,
-        "command": cmd,
+        "git_commit": git_commit(),
+        "command": [c.replace(f"{REPO}/", "") for c in cmd],
         "summary": summarize(runs, wall, args.every_n_epochs),
         "runs": runs,
     }
