@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from mia_bench.acceleration import (
+    check_memory_format,
+    compiled_forward,
+    net_to_memory_format,
+    to_memory_format,
+)
+from mia_bench.errors import UserError
 from mia_bench.tracking import log_epoch_metrics
 
 NetFactory = Callable[[Sequence[int], int], nn.Module]
@@ -26,7 +33,11 @@ class Defense:
 
     Subclasses (``mia_bench.defenses``) override what they change; the defaults train
     with plain cross-entropy. Hooks receive the Classifier as ``module``.
+    ``supports_compile`` is False for a defense whose hooks would not fire in compiled
+    code (DP-SGD's per-sample gradients).
     """
+
+    supports_compile = True
 
     def setup(self, module: Classifier) -> None:
         """Called once when fitting starts (before the optimizer is built)."""
@@ -92,6 +103,19 @@ class Classifier(L.LightningModule):
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
         label_smoothing: cross-entropy label smoothing (0 = none).
         defense: a training recipe from ``mia_bench.defenses`` (None = plain training).
+        memory_format: ``contiguous`` or ``channels_last``: how the net's 4-D weights and
+            image batches ``[B, C, H, W]`` (train, test and signal recording) lie in
+            memory; ``channels_last`` is the fast layout of GPU convolutions with
+            ``--trainer.precision bf16-mixed``. Images only. Part of the recipe (the
+            convolutions' rounding changes; tag ``mia.memory_format``).
+        compile: run training and test steps through ``torch.compile``, compiled once per
+            process (a fleet worker's next run reuses it, see
+            :mod:`mia_bench.acceleration`); signals are recorded through the
+            uncompiled net. Checkpoints are those of an uncompiled run. Not a recipe
+            change (left out of the fingerprint, like the device); tag ``mia.compile``.
+        compile_mode: ``torch.compile`` mode (None, ``reduce-overhead``, ``max-autotune``).
+        compile_backend: ``inductor`` (default; needs a C compiler on CPU),
+            ``aot_eager`` or ``eager`` (no code generation).
     """
 
     def __init__(
@@ -103,20 +127,42 @@ class Classifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         label_smoothing: float = 0.0,
         defense: Defense | None = None,
+        memory_format: str = "contiguous",
+        compile: bool = False,
+        compile_mode: str | None = None,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "defense"])
-        self.net = net(tuple(input_shape), num_classes)
+        check_memory_format(memory_format, input_shape)
+        self.memory_format = memory_format
+        self.net = net_to_memory_format(net(tuple(input_shape), num_classes), memory_format)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.label_smoothing = label_smoothing
         self.defense = defense or Defense()
+        if compile and not self.defense.supports_compile:
+            raise UserError(
+                f"--model.compile true does not work with {type(self.defense).__name__} "
+                "(its hooks do not fire in compiled code): drop --model.compile"
+            )
+        self._compiled = compiled_forward(compile_backend, compile_mode) if compile else None
         self.train_metrics = _StageMetrics(num_classes)
         self.test_metrics = _StageMetrics(num_classes)
         self._test_epoch: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # [B, C]
+        """Logits ``[B, C]`` of a batch ``x`` ``[B, ...]`` (compiled if ``compile``)."""
+        x = to_memory_format(x, self.memory_format)
+        if self._compiled is None:
+            return self.net(x)  # [B, C]
+        return self._compiled(self.net, x)  # [B, C]
+
+    def run_settings(self) -> dict[str, str]:
+        """How this model runs, as ``mia.*`` tags: memory format and compilation."""
+        hp = self.hparams
+        compiled = f"{hp.compile_backend}:{hp.compile_mode or 'default'}"
+        return {"memory_format": self.memory_format, "compile": compiled if hp.compile else "off"}
 
     def _step(self, batch: tuple, metrics: _StageMetrics) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _index = batch

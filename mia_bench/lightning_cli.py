@@ -21,7 +21,12 @@ from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
 
 from mia_bench.budget import report_audit_cost, run_audit_cost  # noqa: E402
-from mia_bench.callbacks import AttackMonitor, PropertyMonitor, SignalRecorder  # noqa: E402
+from mia_bench.callbacks import (  # noqa: E402
+    AttackMonitor,
+    EpochTimer,
+    PropertyMonitor,
+    SignalRecorder,
+)
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
@@ -176,6 +181,8 @@ class MiaCLI(LightningCLI):
         if getattr(self, "run_seed", None) is not None:
             info["seed"] = self.run_seed
         info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
+        info |= {"precision": str(init["trainer"].get("precision") or "32-true")}
+        info |= self.model.run_settings()  # memory_format, compile
         if info["command"] == "fit":
             self._report_audit_cost(init)
         lease = self.subcommand == "fit"  # leases: fit only
@@ -191,7 +198,7 @@ class MiaCLI(LightningCLI):
             init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints)
         callbacks = list(init["trainer"].get("callbacks") or [])
         keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
-        kwargs["callbacks"] = callbacks + [keeper or EpochCommit()]
+        kwargs["callbacks"] = [EpochTimer(), *callbacks, keeper or EpochCommit()]
         return super().instantiate_trainer(**kwargs)
 
     def _report_audit_cost(self, init: dict[str, Any]) -> None:

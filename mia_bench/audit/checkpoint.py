@@ -56,7 +56,13 @@ def signals_of_checkpoint(
     epoch = load_weights(model, checkpoint)
     data.setup("fit")
     signals = compute_signals(
-        model.net, data.audit_dataloader(), data.query_views, layers, epoch, progress=True
+        model.net,
+        data.audit_dataloader(),
+        data.query_views,
+        layers,
+        epoch,
+        progress=True,
+        memory_format=model.memory_format,
     )
     return signals, data
 

@@ -1,7 +1,8 @@
 """Lightning callbacks: record signals every epoch and attack them as training goes."""
 
 from mia_bench.callbacks.attack_monitor import AttackMonitor
+from mia_bench.callbacks.epoch_timer import EpochTimer
 from mia_bench.callbacks.property_monitor import PropertyMonitor
 from mia_bench.callbacks.signal_recorder import SignalRecorder, compute_signals
 
-__all__ = ["AttackMonitor", "PropertyMonitor", "SignalRecorder", "compute_signals"]
+__all__ = ["AttackMonitor", "EpochTimer", "PropertyMonitor", "SignalRecorder", "compute_signals"]

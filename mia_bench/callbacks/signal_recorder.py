@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from mia_bench.acceleration import to_memory_format
 from mia_bench.augment import query_views, resolve_views
+from mia_bench.callbacks.epoch_timer import synchronized_clock
 from mia_bench.hooks import capture_outputs
 from mia_bench.store.artifacts import (
     EpochSignals,
@@ -22,6 +25,12 @@ from mia_bench.store.artifacts import (
     save_keep,
     save_signals,
 )
+from mia_bench.tracking import log_epoch_metrics
+
+# Examples per forward of the signal pass on a GPU, views of a batch together. On CPU the
+# default is one view per forward: batching them measured 0.89x (2 views) and 0.94x (18) of
+# its speed there (benchmarks/results/batched_views.json), larger batches being memory-bound.
+FORWARD_BATCH_SIZE = 4096
 
 
 @torch.inference_mode()
@@ -32,8 +41,15 @@ def compute_signals(
     layers: Sequence[str] = ("embedding",),
     epoch: int = 0,
     progress: bool = False,
+    memory_format: str = "contiguous",
+    forward_batch_size: int | None = None,
 ) -> EpochSignals:
     """Logits of every pool example under each query view, and layer embeddings.
+
+    The views of a loader batch go through the net together, concatenated along the
+    batch axis, ``max(1, forward_batch_size // B)`` views per forward; embeddings are
+    kept of view 0 (plain) only. In eval mode this equals one forward per view up to
+    float rounding (``tests/callbacks/test_batched_views.py``).
 
     Args:
         net: the model (put in eval mode for the pass, then restored).
@@ -42,12 +58,19 @@ def compute_signals(
         layers: module paths whose outputs (on view 0) are kept as embeddings.
         epoch: stored with the signals.
         progress: show a progress bar.
+        memory_format: the model's ``memory_format`` (``channels_last`` converts the
+            4-D view batches).
+        forward_batch_size: bound on the examples of one forward (at least one view of
+            a loader batch goes in each); None: ``FORWARD_BATCH_SIZE`` on a GPU, one view
+            per forward on CPU.
 
     Returns:
         ``EpochSignals`` with logits ``float32[N, A, C]`` and embeddings ``[N, D]``.
     """
     fns = query_views(views)
     device = next(net.parameters()).device
+    if forward_batch_size is None:
+        forward_batch_size = FORWARD_BATCH_SIZE if device.type == "cuda" else 1
     was_training = net.training
     net.eval()
     logits, labels, indices = [], [], []
@@ -57,12 +80,8 @@ def compute_signals(
             loader, desc=f"signals epoch {epoch}", disable=not progress, leave=False
         ):
             x = x.to(device)
-            with capture_outputs(net, layers) as batch_captured:  # plain view only
-                per_view = [net(x).float().cpu()]  # A x [B, C]
-            for n, outputs in batch_captured.items():
-                captured[n].extend(o.cpu() for o in outputs)
-            per_view += [net(fn(x)).float().cpu() for fn in fns[1:]]
-            logits.append(torch.stack(per_view, dim=1))  # [B, A, C]
+            args = (fns, layers, captured, memory_format, forward_batch_size)
+            logits.append(_views_logits(net, x, *args))  # [B, A, C]
             labels.append(y)
             indices.append(index)
     finally:
@@ -77,6 +96,37 @@ def compute_signals(
         labels=torch.cat(labels).numpy().astype(np.int64),  # [N]
         embeddings=embeddings,
     )
+
+
+def _views_logits(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    fns: Sequence[Any],
+    layers: Sequence[str],
+    captured: dict[str, list[torch.Tensor]],
+    memory_format: str,
+    forward_batch_size: int,
+) -> torch.Tensor:
+    """float32 ``[B, A, C]`` logits of one batch ``x`` ``[B, ...]`` under the A views.
+
+    Layer outputs of view 0 (rows ``:B`` of the first forward) go into ``captured``.
+    """
+    b = len(x)
+    per_forward = max(1, forward_batch_size // max(1, b))
+    out = []
+    for start in range(0, len(fns), per_forward):
+        chunk = fns[start : start + per_forward]
+        xs = chunk[0](x) if len(chunk) == 1 else torch.cat([fn(x) for fn in chunk])  # [k*B, ...]
+        xs = to_memory_format(xs, memory_format)
+        if start == 0 and layers:
+            with capture_outputs(net, layers) as batch_captured:
+                z = net(xs)  # [k*B, C]
+            for n, outputs in batch_captured.items():
+                captured[n].extend(o[:b].cpu() for o in outputs)  # view 0 only
+        else:
+            z = net(xs)  # [k*B, C]
+        out.append(z.float().reshape(len(chunk), b, -1))  # [k, B, C]
+    return torch.cat(out).transpose(0, 1).cpu()  # [B, A, C]
 
 
 def records_epoch(epoch: int, every_n_epochs: int, max_epochs: int | None) -> bool:
@@ -128,6 +178,15 @@ class SignalRecorder(Callback):
             them; the sufficient statistics are computed from float32 logits either way,
             so LiRA, RMIA and the calibrated attacks are unchanged; see the README for
             the effect on the attacks reading logits).
+        forward_batch_size: at most this many examples per forward of the signal pass
+            (the views of a batch go through together; memory and speed only, not the
+            result); None: 4096 on a GPU, one view per forward on CPU.
+        autocast: record under the trainer's precision context (bf16 autocast with
+            ``--trainer.precision bf16-mixed``): faster on GPUs, but the logits are then
+            rounded to bf16 before being stored as float32. Default False: the pass
+            runs in float32 whatever the training precision.
+
+    The time the pass takes is logged as ``time/signals_s`` at the recorded epoch.
     """
 
     def __init__(
@@ -137,6 +196,8 @@ class SignalRecorder(Callback):
         views: str | Sequence[str] | None = None,
         progress: bool = True,
         logits_dtype: str = "float32",
+        forward_batch_size: int | None = None,
+        autocast: bool = False,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -148,6 +209,10 @@ class SignalRecorder(Callback):
         self.progress = progress
         check_logits_dtype(logits_dtype)
         self.logits_dtype = logits_dtype
+        if forward_batch_size is not None and forward_batch_size < 1:
+            raise ValueError(f"forward_batch_size must be >= 1, got {forward_batch_size}")
+        self.forward_batch_size = forward_batch_size
+        self.autocast = autocast
         self.latest: EpochSignals | None = None
         self.recorded_epochs: list[int] = []
         self.run_dir: Path | None = None
@@ -193,9 +258,22 @@ class SignalRecorder(Callback):
         views = self.views or dm.query_views
         net = getattr(pl_module, "net", pl_module)  # layer names are paths inside the net
         net = getattr(net, "_module", net)  # unwrap opacus' GradSampleModule
-        signals = compute_signals(
-            net, dm.audit_dataloader(), views, self.layers, epoch, self.progress
-        )
+        memory_format = getattr(pl_module, "memory_format", "contiguous")
+        context = trainer.precision_plugin.forward_context() if self.autocast else nullcontext()
+        start = synchronized_clock(pl_module.device)
+        with context:
+            signals = compute_signals(
+                net,
+                dm.audit_dataloader(),
+                views,
+                self.layers,
+                epoch,
+                self.progress,
+                memory_format=memory_format,
+                forward_batch_size=self.forward_batch_size,
+            )
+        seconds = synchronized_clock(pl_module.device) - start
+        log_epoch_metrics(trainer, {"time/signals_s": seconds}, epoch=epoch)
         signals = as_stored(signals, self.logits_dtype)  # as an audit will read them
         if self.run_dir is None:
             self.run_dir = run_artifact_dir(trainer)

@@ -9,6 +9,7 @@ from mia_bench.data.location import Location
 from mia_bench.data.membership import MembershipDataModule, Pool, PoolDataset
 from mia_bench.data.purchase100 import Purchase100
 from mia_bench.data.snacks import Snacks
+from mia_bench.data.synthetic import SyntheticImages
 from mia_bench.data.tabular import TabularMembershipDataModule
 from mia_bench.data.texas100 import Texas100
 from mia_bench.data.text import TextMembershipDataModule
@@ -43,6 +44,7 @@ __all__ = [
     "PoolDataset",
     "Purchase100",
     "Snacks",
+    "SyntheticImages",
     "TabularMembershipDataModule",
     "Texas100",
     "TextMembershipDataModule",

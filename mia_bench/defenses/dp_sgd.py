@@ -67,6 +67,8 @@ class DPSGD(Defense):
             their ``ModuleValidator.fix`` equivalents instead of refusing the net.
     """
 
+    supports_compile = False  # opacus' per-sample-gradient hooks do not fire in compiled code
+
     def __init__(
         self,
         noise_multiplier: float = 1.0,

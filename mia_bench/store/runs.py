@@ -84,6 +84,10 @@ FINGERPRINT_IGNORES = (
     "properties",
     "signals.init_args.progress",
     "signals.progress",
+    "signals.forward_batch_size",  # memory of the signal pass, not its result
+    "model.compile",  # how the steps run (like the device), not what is learned
+    "model.compile_mode",
+    "model.compile_backend",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.default_root_dir",
@@ -97,7 +101,8 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     """A hash of the resolved config of a run, the same for every run of one recipe.
 
     Keys in ``FINGERPRINT_IGNORES`` (the run index, data location, tracking settings,
-    the attacks run while training, progress display, device) are left out.
+    the attacks run while training, progress display, device, ``torch.compile``) are
+    left out; precision (``trainer.precision``) and ``model.memory_format`` are kept.
 
     >>> a = {"data": {"init_args": {"run_index": 0, "pkeep": 0.5}}, "seed_everything": 1}
     >>> b = {"data": {"init_args": {"run_index": 7, "pkeep": 0.5}}, "seed_everything": 1}
