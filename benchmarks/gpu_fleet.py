@@ -46,17 +46,6 @@ TINY_NET = [
 ]
 
 
-def fleet_options() -> set[str]:
-    """The ``--`` options ``mia-bench fleet`` takes here (GPU assignment may be among them)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "mia_bench", "fleet", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return {word.strip(",[]") for word in done.stdout.split() if word.startswith("--")}
-
-
 def git_commit() -> str | None:
     """The commit the benchmark ran at (provenance), or None outside a git checkout."""
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
@@ -85,8 +74,7 @@ def run_fleet(args: argparse.Namespace, gpu: bool, workdir: Path) -> tuple[float
     """Run the fleet in ``workdir``; returns its wall time and command line."""
     cmd = [sys.executable, "-m", "mia_bench", "fleet", f"--runs=0:{args.workers}"]
     cmd += [f"--workers={args.workers}", "--group=gpu_fleet"]
-    if gpu and "--workers-per-gpu" in fleet_options():  # GPU assignment, where the fleet has it
-        cmd.append(f"--workers-per-gpu={args.workers}")
+    cmd.append("--devices=auto" if gpu else "--devices=none")  # workers dealt to the GPUs
     cmd += fit_args(args, gpu)
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
