@@ -6,7 +6,8 @@ Location-30 MLP (446-256-128-30, tanh; Adam 1e-3, batch 32, 30 epochs) on the ru
 members (its keep row of a 16-run group), and after every epoch evaluate the
 non-members, record the whole pool's logits (``.npy``), score the five threshold attacks
 (loss, confidence, entropy, modified entropy, correctness: AUC and TPR at 0.1% and 1%
-FPR against the keep row) and save a resumable checkpoint (model and optimizer).
+FPR against the keep row) and save a resumable checkpoint (model and optimizer); with
+``--mlflow URI`` it also logs each epoch's metrics to an MLflow run.
 
     python -m benchmarks.plain_loop --data ../shared/data/location --run-index 0 --out DIR
 
@@ -85,8 +86,17 @@ def train_run(
     epochs: int = 30,
     num_runs: int = 16,
     seed: int = 0,
+    tracking: tuple | None = None,
 ) -> dict[str, float]:
-    """Train and audit one run as described in the module docstring; its last metrics."""
+    """Train and audit one run as described in the module docstring; its last metrics.
+
+    ``tracking``: ``(MlflowClient, experiment id)`` to log each epoch's metrics to an
+    MLflow run as well (one ``log_batch`` an epoch), as a user tracking runs would.
+    """
+    run_id = None
+    if tracking is not None:
+        client, exp_id = tracking
+        run_id = client.create_run(exp_id, tags={"plain.run_index": str(run_index)}).info.run_id
     torch.manual_seed(seed + run_index)
     keep = keep_row(len(labels), num_runs, 0.5, 0, run_index)
     members = torch.from_numpy(np.flatnonzero(keep))
@@ -124,12 +134,20 @@ def train_run(
         for name, scores in threshold_scores(pool_logits, labels).items():
             auc, tprs = auc_and_tprs(scores, keep)
             metrics[f"mia/{name}/auc"] = auc
-            metrics |= {f"mia/{name}/tpr@{f}": t for f, t in zip(FPRS, tprs, strict=True)}
+            metrics |= {f"mia/{name}/tpr_at_fpr_{f:g}": t for f, t in zip(FPRS, tprs, strict=True)}
         torch.save(
             {"model": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch}, out / "last.pt"
         )
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"epoch": epoch, **metrics}) + "\n")
+        if run_id is not None:
+            from mlflow.entities import Metric
+
+            stamp = int(time.time() * 1000)
+            batch = [Metric(k, v, stamp, epoch) for k, v in metrics.items()]
+            client.log_batch(run_id, metrics=batch)
+    if run_id is not None:
+        client.set_terminated(run_id)
     return metrics
 
 
@@ -139,12 +157,21 @@ def main() -> None:
     parser.add_argument("--run-index", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("plain_loop_runs"))
+    parser.add_argument("--mlflow", default=None, help="also log to this tracking URI")
     args = parser.parse_args()
     torch.set_num_threads(1)
     features, labels = load_location(args.data)
+    tracking = None
+    if args.mlflow:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(args.mlflow)
+        found = client.get_experiment_by_name("plain")
+        tracking = (client, found.experiment_id if found else client.create_experiment("plain"))
     for i in args.run_index:
         started = time.perf_counter()
-        metrics = train_run(features, labels, i, args.out / f"run_{i:03d}", args.epochs)
+        out = args.out / f"run_{i:03d}"
+        metrics = train_run(features, labels, i, out, args.epochs, tracking=tracking)
         seconds = time.perf_counter() - started
         print(json.dumps({"run_index": i, "seconds": round(seconds, 2), **metrics}))
 

@@ -261,23 +261,38 @@ class Pack:
         trainer.val_batches = -(-int((~dm.keep).sum()) // dm.eval_batch_size)
         n = float(sums["count"][k])
         train = {"acc": float(sums["correct"][k]) / n, "loss": float(sums["loss"][k]) / n}
-        test = self.test_metrics(k)
         # Lightning's order: callbacks, the module, then checkpointing
         for callback in trainer.callbacks[:-1]:
             callback.on_train_epoch_end(trainer, module)
+        test = self.test_metrics(k, self._recorded(k, trainer.current_epoch))
         log_epoch_metrics(trainer, epoch_metrics(train, test))
         trainer.callbacks[-1].on_train_epoch_end(trainer, module)
 
+    def _recorded(self, k: int, epoch: int) -> torch.Tensor | None:
+        """Run ``k``'s plain-view pool logits ``float32[N, C]`` of ``epoch``, when its
+        recorder recorded them in float32 (the test metrics then need no forward of their
+        own)."""
+        for callback in self.runs[k].trainer.callbacks:
+            latest = getattr(callback, "latest", None)
+            stored = getattr(latest, "logits", None)
+            if latest is not None and latest.epoch == epoch and stored.dtype == np.float32:
+                return torch.from_numpy(np.asarray(latest.logits[:, 0], dtype=np.float32))
+        return None
+
     @torch.no_grad()
-    def test_metrics(self, k: int) -> dict[str, float]:
-        """``test/acc`` and ``test/loss`` of run ``k`` over its non-members."""
+    def test_metrics(self, k: int, pool_logits: torch.Tensor | None = None) -> dict[str, float]:
+        """``test/acc`` and ``test/loss`` of run ``k`` over its non-members, from its pool
+        logits ``[N, C]`` when given (the same net in eval mode), else by a forward."""
         dm = self.runs[k].trainer.datamodule
         out = torch.from_numpy(np.flatnonzero(~dm.keep)).to(self.device)
         net = self.runs[k].trainer.module.net.eval()
         loss = correct = 0.0
         for s in range(0, len(out), dm.eval_batch_size):
             idx = out[s : s + dm.eval_batch_size]
-            logits, y = net(self.x[idx]), self.y[idx]
+            y = self.y[idx]
+            logits = (
+                net(self.x[idx]) if pool_logits is None else pool_logits[idx.cpu()].to(y.device)
+            )
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += float((logits.argmax(-1) == y).sum())
         net.train()
