@@ -12,7 +12,7 @@ process (2 workers on 2 cores), measured in the same run:
   worker timed it, vs the plain loop's second run in one process);
 * ``fleet16``: 16 runs with 2 workers: the old fleet (``--old REV``: a process per run,
   per-example DataLoader; exported with ``git archive``), the new fleet, the packed fleet
-  (``--pack K``, when the fleet has it), and 16 plain loops one after another in one
+  (``--pack K``, with one worker and with two), and 16 plain loops one after another in one
   process;
 * ``quickstart``: ``mia-bench fit -c lightning_configs/quickstart.yaml`` (old vs new).
 
@@ -95,8 +95,11 @@ class Bench:
         cmd += ["--workers", str(workers), "--data.num_runs=16", *self.common, *extra]
         return timed(cmd, where, self.env(old))
 
-    def plain(self, where: Path, runs: list[int]) -> tuple[float, list[float]]:
+    def plain(
+        self, where: Path, runs: list[int], mlflow: bool = False
+    ) -> tuple[float, list[float]]:
         cmd = [sys.executable, "-m", "benchmarks.plain_loop", "--data", str(self.args.data)]
+        cmd += [f"--mlflow=sqlite:///{where}/mlflow.db"] if mlflow else []
         cmd += ["--epochs", str(self.args.epochs), "--out", str(where), "--run-index"]
         seconds, out = timed(cmd + [str(i) for i in runs], where, self.env())
         per_run = [json.loads(line)["seconds"] for line in out.splitlines() if line.startswith("{")]
@@ -120,11 +123,13 @@ class Bench:
         warm = [float(s) for s in re.findall(r"run 1: finished in ([0-9.]+)s", out)]
         log = next((self.work / "single_warm").rglob("run_001.*.log")).read_text()
         _, plain_runs = self.plain(self.folder("single_plain_warm"), [0, 1])
+        _, tracked_runs = self.plain(self.folder("single_plain_mlflow"), [0, 1], mlflow=True)
         self.results["single"] = {
             "mia-bench fit (process)": whole_fit,
             "plain loop (process)": whole_plain,
             "mia-bench run in a warm worker": warm[0] if warm else None,
             "plain loop, second run in one process": plain_runs[1],
+            "plain loop logging to MLflow, second run": tracked_runs[1],
             "worker log bytes": len(log),
         }
 
@@ -135,11 +140,11 @@ class Bench:
                 self.folder("old16"), runs, 2, old=True
             )[0]
         rows["new fleet"] = self.fleet(self.folder("new16"), runs, 2)[0]
-        if self.args.pack:
-            extra = [f"--pack={self.args.pack}"]
-            rows[f"packed fleet (K={self.args.pack})"] = self.fleet(
-                self.folder("pack16"), runs, 1, *extra
-            )[0]
+        for spec in filter(None, self.args.pack.split(",")):  # K or KxWORKERS
+            k, _, workers = spec.partition("x")
+            name = f"packed fleet (K={k}, workers={workers or 1})"
+            folder = self.folder(f"pack16_{spec}")
+            rows[name] = self.fleet(folder, runs, int(workers or 1), f"--pack={k}")[0]
         rows["plain loops one after another"] = self.plain(
             self.folder("plain16"), list(range(runs))
         )[0]
@@ -179,7 +184,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "location")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--runs", type=int, default=16)
-    parser.add_argument("--pack", type=int, default=0, help="K of the packed fleet (0: none)")
+    parser.add_argument(
+        "--pack", default="16,8x2", help="packed fleets to time: K or KxWORKERS, comma-separated"
+    )
     parser.add_argument("--old", default=OLD_REV, help="the old code's git revision ('' : none)")
     parser.add_argument("--parts", default="help,single,fleet16,quickstart")
     parser.add_argument("--output", type=Path, default=RESULTS / "fleet_speed")
