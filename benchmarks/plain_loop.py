@@ -11,13 +11,15 @@ FPR against the keep row) and save a resumable checkpoint (model and optimizer);
 
     python -m benchmarks.plain_loop --data ../shared/data/location --run-index 0 --out DIR
 
-imports nothing of mia-bench but its keep matrix (:mod:`mia_bench.data.splits`, NumPy
-only), so as a whole process it pays only torch's start-up.
+imports nothing of mia-bench but its keep matrix (``mia_bench/data/splits.py``, NumPy
+only, loaded from its file: importing the ``mia_bench.data`` package would import
+Lightning), so as a whole process it pays only torch's start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -26,7 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mia_bench.data.splits import keep_row
+SPLITS = Path(__file__).resolve().parents[1] / "mia_bench" / "data" / "splits.py"
+
+
+def _keep_row_function():
+    spec = importlib.util.spec_from_file_location("_mia_splits", SPLITS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.keep_row
+
+
+keep_row = _keep_row_function()
 
 FPRS = (0.001, 0.01)
 

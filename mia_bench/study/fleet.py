@@ -404,7 +404,7 @@ class Fleet:
     def _finished(self, run_index: int, status: int, seconds: float) -> None:
         if status == 0:
             self.done.append(run_index)
-            self._say(f"run {run_index}: finished in {seconds:.0f}s")
+            self._say(f"run {run_index}: finished in {seconds:.1f}s")
         elif status == EXIT_LEASE_HELD:
             self._leave(
                 run_index, self.taken(run_index) or ("left", "being trained by another, left to it")
