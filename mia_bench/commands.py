@@ -222,6 +222,12 @@ def audit_main(argv: list[str]) -> int:
     print(doc["markdown"], end="")
     for line in doc.get("excluded", []):
         print(f"left out: run {line['run_index']} ({line['run_id']}): {line['reason']}")
+    if doc.get("attacks_left_out"):
+        names = ", ".join(doc["attacks_left_out"])
+        print(
+            f"left out: {names} (the runs recorded no embeddings of {args.layers}; record "
+            "them with mia-bench record --group GROUP --layers ..., or name --attacks)"
+        )
     print(f"audit run {doc['run_id']}; JSON at {args.output}")
     return 0
 

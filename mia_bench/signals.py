@@ -69,7 +69,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-def loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def loss(logits: np.ndarray, labels: np.ndarray, logp: np.ndarray | None = None) -> np.ndarray:
     """Cross-entropy ``-log p_y`` of each prediction.
 
     Args:
@@ -82,31 +82,36 @@ def loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     >>> loss(np.log([[1.0, 3.0], [1.0, 3.0]]), np.array([1, 0])).round(4).tolist()
     [0.2877, 1.3863]
     """
-    return -_at_label(log_softmax(logits), _labels(labels, logits))
+    logp = log_softmax(logits) if logp is None else logp
+    return -_at_label(logp, _labels(labels, logits))
 
 
-def confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def confidence(
+    logits: np.ndarray, labels: np.ndarray, logp: np.ndarray | None = None
+) -> np.ndarray:
     """Probability ``p_y`` given to the true label, float64 ``[...]``.
 
     >>> confidence(np.log([[1.0, 3.0]]), np.array([1])).round(4).tolist()
     [0.75]
     """
-    return np.exp(-loss(logits, labels))
+    return np.exp(-loss(logits, labels, logp))
 
 
-def entropy(logits: np.ndarray) -> np.ndarray:
+def entropy(logits: np.ndarray, logp: np.ndarray | None = None) -> np.ndarray:
     """Prediction entropy ``-sum_i p_i log p_i`` (``0 log 0 = 0``), float64 ``[...]``.
 
     >>> # rows: p = (1/2, 1/2) -> log 2; p = (1/4, 3/4) -> -(.25 log .25 + .75 log .75)
     >>> entropy(np.log([[1.0, 1.0], [1.0, 3.0]])).round(4).tolist()
     [0.6931, 0.5623]
     """
-    logp = log_softmax(logits)
+    logp = log_softmax(logits) if logp is None else logp
     p = np.exp(logp)
     return -np.sum(np.where(p > 0, p * logp, 0.0), axis=-1)
 
 
-def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def modified_entropy(
+    logits: np.ndarray, labels: np.ndarray, logp: np.ndarray | None = None
+) -> np.ndarray:
     """Modified prediction entropy of Song & Mittal (USENIX Security 2021).
 
     ``Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i)``: low when the model
@@ -130,7 +135,7 @@ def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     [0.1438]
     """
     labels = _labels(labels, logits)
-    logp = log_softmax(logits)  # [..., C]
+    logp = log_softmax(logits) if logp is None else logp  # [..., C]
     p = np.exp(logp)
     log_1m_p = _log1m_p(logp, p)  # [..., C]
     log_p_y = _at_label(logp, labels)

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from mia_bench.signals import log_softmax
 from mia_bench.statistics import ReferenceStats, statistic
 
 
@@ -58,6 +59,16 @@ class AttackInputs:
     population: np.ndarray | None = None
     stats: Mapping[str, np.ndarray] = field(default_factory=dict)
     ref_stats: ReferenceStats | None = None
+
+    def plain_log_probs(self) -> np.ndarray:
+        """float64 ``[N, C]`` log-softmax of the plain view, computed once for these inputs
+        (the threshold attacks of an audit share it: computed at its first use)."""
+        cached = self.__dict__.get("_plain_log_probs")
+        if cached is None:
+            cached = log_softmax(self.logits[:, 0, :])
+            cached.flags.writeable = False
+            object.__setattr__(self, "_plain_log_probs", cached)
+        return cached
 
     def __post_init__(self) -> None:
         logits = _as_float64(self.logits, "logits")

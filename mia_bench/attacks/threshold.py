@@ -48,7 +48,7 @@ def loss_attack(inputs: AttackInputs) -> np.ndarray:
     >>> loss_attack(x).round(4).tolist()  # log(3/4), log(1/4)
     [-0.2877, -1.3863]
     """
-    return -signals.loss(*_plain(inputs))
+    return -signals.loss(*_plain(inputs), logp=inputs.plain_log_probs())
 
 
 def confidence_attack(inputs: AttackInputs) -> np.ndarray:
@@ -61,7 +61,7 @@ def confidence_attack(inputs: AttackInputs) -> np.ndarray:
     >>> confidence_attack(x).round(4).tolist()
     [0.75, 0.25]
     """
-    return signals.confidence(*_plain(inputs))
+    return signals.confidence(*_plain(inputs), logp=inputs.plain_log_probs())
 
 
 def entropy_attack(inputs: AttackInputs) -> np.ndarray:
@@ -76,7 +76,7 @@ def entropy_attack(inputs: AttackInputs) -> np.ndarray:
     >>> entropy_attack(x).round(4).tolist()  # -log 2, -(.25 log 4 + .75 log 4/3)
     [-0.6931, -0.5623]
     """
-    return -signals.entropy(_plain(inputs)[0])
+    return -signals.entropy(_plain(inputs)[0], logp=inputs.plain_log_probs())
 
 
 def modified_entropy_attack(inputs: AttackInputs) -> np.ndarray:
@@ -92,7 +92,7 @@ def modified_entropy_attack(inputs: AttackInputs) -> np.ndarray:
     >>> modified_entropy_attack(x).round(4).tolist()
     [-0.1438, -2.0794]
     """
-    return -signals.modified_entropy(*_plain(inputs))
+    return -signals.modified_entropy(*_plain(inputs), logp=inputs.plain_log_probs())
 
 
 def correctness_attack(inputs: AttackInputs) -> np.ndarray:

@@ -20,7 +20,7 @@ from mia_bench.audit.report import (
 )
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS
-from mia_bench.store.artifacts import as_stored
+from mia_bench.store.artifacts import as_stored, embedding_path
 from mia_bench.store.groups import GroupMembers, client_and_experiment, scan_group
 from mia_bench.store.references import check_same_pool, load_references
 from mia_bench.store.runs import MlflowSettings
@@ -92,6 +92,23 @@ def audit_epochs(members: GroupMembers, targets: list, epoch: str) -> list[int |
     return [number]
 
 
+def default_attacks(targets: list, epochs: list[int | str], layers: Sequence[str]) -> tuple:
+    """Every registered attack, less the embedding attacks when the targets recorded no
+    embeddings of ``layers`` at the audited epochs (a run records only the layers its
+    own attacks use); returns ``(attacks, names left out)``."""
+    every = list(ATTACKS.values())
+
+    def recorded(run, e) -> bool:
+        epoch = run.epochs()[-1] if e == "last" else e
+        return all(embedding_path(run.artifact_dir, epoch, layer).is_file() for layer in layers)
+
+    if all(recorded(r, e) for r in targets for e in epochs if r.epochs()):
+        return every, []
+    return [a for a in every if not a.needs_embeddings], [
+        a.name for a in every if a.needs_embeddings
+    ]
+
+
 def run_audit(
     settings: MlflowSettings,
     group: str,
@@ -135,15 +152,21 @@ def run_audit(
         scanned += extra
     elif len(members.members) < 2:
         raise UserError(f"group {group!r} has 1 usable run; an audit needs a second one")
-    chosen = [get_attack(a) for a in attacks] if attacks else list(ATTACKS.values())
+    epochs = audit_epochs(members, targets, epoch)
+    left_out: list[str] = []
+    if attacks:
+        chosen = [get_attack(a) for a in attacks]
+    else:
+        chosen, left_out = default_attacks(targets, epochs, layers)
     results: dict[int, AuditResult] = {}
-    for e in audit_epochs(members, targets, epoch):
+    for e in epochs:
         result = audit_group(
             targets, chosen, e, reference_runs, layers, fprs, allow_partial=allow_partial
         )
         results[max(result.target_epochs.values())] = result
     doc = _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags)
     doc["excluded"] = [vars(x) for s in scanned for x in s.excluded]
+    doc["attacks_left_out"] = left_out
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
     return doc

@@ -50,11 +50,20 @@ def exit_status(code: Any) -> int:
 
 
 def run_fit(args: list[str]) -> int:
-    """``mia-bench fit ARGS`` in this process; its exit status (never raises but Ctrl-C)."""
-    from mia_bench.cli import main
+    """``mia-bench fit ARGS`` in this process; its exit status (never raises but Ctrl-C).
+
+    A user's mistake is one line and its exit status, as the ``mia-bench`` command prints
+    it (:mod:`mia_bench.cli`, which nothing in the package imports).
+    """
+    from mia_bench.errors import UserError
+    from mia_bench.lightning_cli import run_lightning_cli
 
     try:
-        return main(["fit", *args])
+        run_lightning_cli(["fit", *args], "")
+        return 0
+    except UserError as err:
+        print(f"mia-bench: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_status", 2)
     except SystemExit as done:
         return exit_status(done.code)
     except KeyboardInterrupt:

@@ -249,3 +249,21 @@ def test_audit_reports_gmia_on_vulnerable_records(in_group):
             assert 0 <= metrics["gmia_direct/loss_precision"] <= 1
     rows = [line for line in doc["gmia_markdown"].splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and "lira_online_fixed_var precision" in rows[0]
+
+
+@pytest.mark.slow
+def test_default_attacks_leave_out_the_embedding_attacks_when_no_embeddings_were_recorded(
+    in_group, capsys
+):
+    from mia_bench.attacks import ATTACKS
+
+    out = in_group / "audit_default.json"
+    common = ["audit", "--group", "g", "--targets", "1", "--epoch", "1", "--output", str(out)]
+    assert main([*common, "--layers", "[head]"]) == 0  # no run recorded layer head
+    doc = json.loads(out.read_text())
+    embedding = sorted(n for n, a in ATTACKS.items() if a.needs_embeddings)
+    assert embedding and sorted(doc["attacks_left_out"]) == embedding
+    assert set(doc["attacks"]) == set(ATTACKS) - set(embedding)
+    assert "left out: " in capsys.readouterr().out
+    assert main([*common, "--layers", "[embedding]"]) == 0  # recorded: every attack runs
+    assert set(json.loads(out.read_text())["attacks"]) == set(ATTACKS)
