@@ -263,7 +263,8 @@ def test_default_attacks_leave_out_the_embedding_attacks_when_no_embeddings_were
     doc = json.loads(out.read_text())
     embedding = sorted(n for n, a in ATTACKS.items() if a.needs_embeddings)
     assert embedding and sorted(doc["attacks_left_out"]) == embedding
-    assert set(doc["attacks"]) == set(ATTACKS) - set(embedding)
+    assert not set(doc["attacks"]) & set(embedding) and "loss" in doc["attacks"]
     assert "left out: " in capsys.readouterr().out
-    assert main([*common, "--layers", "[embedding]"]) == 0  # recorded: every attack runs
-    assert set(json.loads(out.read_text())["attacks"]) == set(ATTACKS)
+    assert main([*common, "--layers", "[embedding]"]) == 0  # recorded: they run too
+    doc = json.loads(out.read_text())
+    assert doc["attacks_left_out"] == [] and set(embedding) <= set(doc["attacks"])
