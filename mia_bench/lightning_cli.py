@@ -246,7 +246,8 @@ class _ConfigFileCLI(_ParseOnlyCLI):
             parser.add_argument(f"--{key}", type=kind, default=None, help="fit's own; ignored")
 
 
-def _parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> MiaCLI:
+def parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> MiaCLI:
+    """``cli_class`` (a MiaCLI that runs nothing) over ``mia-bench fit FIT_ARGS``."""
     return cli_class(
         Classifier,
         MembershipDataModule,
@@ -260,7 +261,7 @@ def _parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) ->
 
 def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
     """The resolved config of ``mia-bench fit FIT_ARGS`` and its group name."""
-    cli = _parse_only(fit_args)
+    cli = parse_only(fit_args)
     return cli.config, cli.group_name()
 
 
@@ -290,7 +291,7 @@ def instantiate_fit(
     ``attacks``, ``properties``, ``checkpoints``, ...; the data module's pool is not
     loaded) and the group name.
     """
-    cli = _parse_only(list(fit_args), cli_class)
+    cli = parse_only(list(fit_args), cli_class)
     return cli.config, cli.parser.instantiate_classes(cli.config), cli.group_name()
 
 

@@ -27,7 +27,7 @@ from mia_bench.checks import check_layers
 from mia_bench.classifier import Classifier
 from mia_bench.data.membership import MembershipDataModule, Pool
 from mia_bench.errors import UserError
-from mia_bench.lightning_cli import DEFAULT_CONFIG, MiaCLI, config_params, log_new_params
+from mia_bench.lightning_cli import MiaCLI, config_params, log_new_params, parse_only
 from mia_bench.store.artifacts import local_artifact_dir
 from mia_bench.store.checkpoints import (
     EpochCheckpoint,
@@ -53,15 +53,7 @@ class _RunCLI(MiaCLI):
 
 def parse_run(fit_args: list[str]) -> _RunCLI:
     """The run of ``mia-bench fit FIT_ARGS``, seeded and instantiated, nothing opened."""
-    return _RunCLI(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
-        args=fit_args,
-        run=False,
-    )
+    return parse_only(fit_args, _RunCLI)
 
 
 class PoolLoaders:
