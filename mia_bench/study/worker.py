@@ -140,7 +140,9 @@ def run_pack(args: list[str], runs: list[int], group: str, resume: dict[str, boo
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train one job, a run or a pack of runs (see the module docstring); its answer."""
     started = time.monotonic()
-    warnings._filters_mutated()  # each run's log shows its own warnings again
+    reset = getattr(warnings, "_filters_mutated", None)  # private; absent in some Pythons
+    if reset is not None:
+        reset()  # each run's log shows its own warnings again
     with _Redirected(Path(job["log"])):
         if "runs" in job:
             statuses = run_pack(list(job["args"]), job["runs"], job["group"], job["resume"])
