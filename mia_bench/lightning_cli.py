@@ -91,6 +91,13 @@ _PARSERS: dict[tuple, dict[str, Any]] = {}  # parsers built in this process, see
 class MiaCLI(LightningCLI):
     """LightningCLI of mia-bench (see the module docstring)."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit``, ``validate`` and ``test``: Lightning's ``predict`` has nothing to
+        predict here (a run's predictions on the pool are its recorded signals)."""
+        every = LightningCLI.subcommands()
+        return {name: every[name] for name in SUBCOMMANDS}
+
     def setup_parser(self, add_subcommands, main_kwargs, subparser_kwargs) -> None:
         """Build the parser once per process and kind of CLI, then reuse it.
 

@@ -198,3 +198,10 @@ def test_lightning_subcommands_help_is_rendered_once_then_answered_from_the_cach
     rendered, heavy = _help_of(["fit"], env)
     assert "lightning" in heavy and rendered == warm
     assert list((tmp_path / "cache" / "help").glob("fit-*.txt"))
+
+
+def test_only_the_lightning_subcommands_that_work_are_offered(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["predict"])
+    assert done.value.code == 2
+    assert "invalid choice: 'predict'" in capsys.readouterr().err
