@@ -59,6 +59,20 @@ class Defense:
         return {}
 
 
+def epoch_metrics(train: dict[str, float], test: dict[str, float]) -> dict[str, float]:
+    """An epoch's ``train/*``, ``test/*`` and ``gap/*`` metrics (no test: train only).
+
+    >>> epoch_metrics({"acc": 1.0, "loss": 0.1}, {"acc": 0.75, "loss": 0.6})["gap/acc"]
+    0.25
+    """
+    metrics = {f"train/{k}": v for k, v in train.items()}
+    if test:
+        metrics |= {f"test/{k}": v for k, v in test.items()}
+        metrics["gap/acc"] = train["acc"] - test["acc"]
+        metrics["gap/loss"] = test["loss"] - train["loss"]
+    return metrics
+
+
 class _StageMetrics(nn.Module):
     """Running accuracy (micro: correct / seen) and mean loss (weighted by batch size) of
     one stage.
@@ -199,12 +213,7 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         train = self.train_metrics.compute_and_reset()
-        metrics = {f"train/{k}": v for k, v in train.items()}
-        test = self._test_epoch
-        if test:
-            metrics |= {f"test/{k}": v for k, v in test.items()}
-            metrics["gap/acc"] = train["acc"] - test["acc"]
-            metrics["gap/loss"] = test["loss"] - train["loss"]
+        metrics = epoch_metrics(train, self._test_epoch)
         self._test_epoch = {}
         metrics |= self.defense.epoch_metrics(self)
         self.log("train/acc", train["acc"], prog_bar=True, logger=False)

@@ -13,6 +13,7 @@ already built), so after the first run every ``--help`` answers at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -59,8 +60,11 @@ def terminal_width() -> int:
     return shutil.get_terminal_size().columns
 
 
-def cache_path(subcommand: str, width: int | None = None) -> Path:
-    """The cache file of one subcommand's help, named by the key of what it depends on."""
+@functools.cache
+def _code_key() -> str:
+    """What the help texts depend on besides the width: mia-bench's source and config
+    files (sizes and times) and the library versions; computed once per process (a fit
+    warms the cache at every start)."""
     key = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*")):
         if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
@@ -68,8 +72,13 @@ def cache_path(subcommand: str, width: int | None = None) -> Path:
             key.update(f"{path.relative_to(PACKAGE)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     for name in LIBRARIES:
         key.update(f"{name}={_version(name)}\n".encode())
+    return key.hexdigest()
+
+
+def cache_path(subcommand: str, width: int | None = None) -> Path:
+    """The cache file of one subcommand's help, named by the key of what it depends on."""
     width = terminal_width() if width is None else width
-    key.update(f"{sys.version}|{subcommand}|{width}".encode())
+    key = hashlib.sha256(f"{_code_key()}|{sys.version}|{subcommand}|{width}".encode())
     return cache_dir() / "help" / f"{subcommand}-{key.hexdigest()[:20]}.txt"
 
 

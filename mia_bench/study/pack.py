@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from mia_bench.data.batches import epoch_order
+from mia_bench.classifier import epoch_metrics
+from mia_bench.data.batches import epoch_order, num_batches
 from mia_bench.errors import UserError
 from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, LeaseHeld
 from mia_bench.store.slots import AlreadyTrained
@@ -185,7 +186,7 @@ class Pack:
         """Pool indices ``int64[K, S, B]`` and mask ``bool[K, S, B]`` of the epoch's S steps."""
         orders = {k: epoch_order(self.members[k], self.runs[k].seed, epoch) for k in live}
         longest = max((len(o) for o in orders.values()), default=0)
-        steps = -(-longest // self.batch_size)
+        steps = num_batches(longest, self.batch_size)
         index = torch.zeros(len(self.runs), steps * self.batch_size, dtype=torch.long)
         mask = torch.zeros_like(index, dtype=torch.bool)
         for k, order in orders.items():
@@ -255,10 +256,10 @@ class Pack:
         params = list(module.parameters())
         for i, state in self.opt.run_state(k, self.nets.names).items():
             trainer.optimizer.state[params[i]] = state
-        trainer.epoch_steps = -(-int(sums["count"][k]) // self.batch_size)  # its steps
+        trainer.epoch_steps = num_batches(int(sums["count"][k]), self.batch_size)  # its steps
         trainer.global_step += trainer.epoch_steps
         dm = trainer.datamodule
-        trainer.val_batches = -(-int((~dm.keep).sum()) // dm.eval_batch_size)
+        trainer.val_batches = num_batches(int((~dm.keep).sum()), dm.eval_batch_size)
         n = float(sums["count"][k])
         train = {"acc": float(sums["correct"][k]) / n, "loss": float(sums["loss"][k]) / n}
         # Lightning's order: callbacks, the module, then checkpointing
@@ -297,19 +298,6 @@ class Pack:
             correct += float((logits.argmax(-1) == y).sum())
         net.train()
         return {"acc": correct / len(out), "loss": loss / len(out)}
-
-
-def epoch_metrics(train: dict[str, float], test: dict[str, float]) -> dict[str, float]:
-    """The epoch metrics the Classifier logs: ``train/*``, ``test/*`` and ``gap/*``.
-
-    >>> epoch_metrics({"acc": 1.0, "loss": 0.1}, {"acc": 0.75, "loss": 0.6})["gap/acc"]
-    0.25
-    """
-    metrics = {f"train/{k}": v for k, v in train.items()}
-    metrics |= {f"test/{k}": v for k, v in test.items()}
-    metrics["gap/acc"] = train["acc"] - test["acc"]
-    metrics["gap/loss"] = test["loss"] - train["loss"]
-    return metrics
 
 
 def finish_run(run: OpenedRun, ok: bool) -> None:
