@@ -59,7 +59,9 @@ def main(args: list[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     from mia_bench.commands import COMMANDS
+    from mia_bench.console import quiet_libraries
 
+    quiet_libraries()
     if argv in (["-h"], ["--help"]):  # answered without importing Lightning
         print(USAGE)
         return 0

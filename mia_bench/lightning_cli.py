@@ -16,6 +16,7 @@ from typing import Any
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
 from lightning.pytorch import seed_everything  # noqa: E402
+from lightning.pytorch.callbacks.progress import ProgressBar as ProgressBarBase  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
 from mlflow.entities import Param  # noqa: E402
@@ -25,11 +26,14 @@ from mia_bench.callbacks import (  # noqa: E402
     AttackMonitor,
     EpochTimer,
     PropertyMonitor,
+    RunSummary,
     SignalRecorder,
 )
+from mia_bench.callbacks.run_summary import ProgressBar  # noqa: E402
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
+from mia_bench.console import on_terminal  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.errors import UserError  # noqa: E402
 from mia_bench.help_cache import SUBCOMMANDS, warm_help  # noqa: E402
@@ -206,7 +210,13 @@ class MiaCLI(LightningCLI):
         callbacks = list(init["trainer"].get("callbacks") or [])
         keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
         kwargs["callbacks"] = [EpochTimer(), *callbacks, keeper or EpochCommit()]
+        kwargs["enable_progress_bar"] = _progress_bar(init["trainer"], kwargs["callbacks"])
         return super().instantiate_trainer(**kwargs)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        """Lightning's, with :class:`RunSummary` after the ``--signals``/``--attacks``
+        callbacks (its end-of-fit table follows the monitor's last attack)."""
+        return super()._instantiate_trainer(config, [*callbacks, RunSummary()])
 
     def _report_audit_cost(self, init: dict[str, Any]) -> None:
         """Log what recording signals costs next to training (see :mod:`mia_bench.budget`)."""
@@ -235,6 +245,16 @@ class MiaCLI(LightningCLI):
         run_dir = local_artifact_dir(run.info.artifact_uri)
         discard_after(run_dir, checkpoints, epoch)
         return None if path is None else str(path)
+
+
+def _progress_bar(trainer: dict[str, Any], callbacks: list) -> bool:
+    """``--trainer.enable_progress_bar``, by default only on a terminal; when on, mia-bench's
+    bar (no ``v_num``) is added to ``callbacks`` unless the config names its own."""
+    enabled = trainer.get("enable_progress_bar")
+    enabled = on_terminal() if enabled is None else bool(enabled)
+    if enabled and not any(isinstance(c, ProgressBarBase) for c in callbacks):
+        callbacks.append(ProgressBar())
+    return enabled
 
 
 class _ParseOnlyCLI(MiaCLI):

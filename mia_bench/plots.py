@@ -85,3 +85,50 @@ def plot_layer_depth(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def plot_attack_vs_epoch(
+    history: Mapping[int, Mapping[str, Mapping[str, float]]],
+    accuracy: Mapping[int, Mapping[str, float]],
+    fpr: float,
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Attack AUC and TPR at ``fpr`` against epoch, beside train and test accuracy.
+
+    Args:
+        history: epoch -> attack -> measure (``auc``, ``tpr_at_fpr_<fpr>``), as
+            ``AttackMonitor.history``; entries without an ``auc`` (reports) are skipped.
+        accuracy: epoch -> ``{"train/acc": v, "test/acc": v}``.
+        fpr: the FPR of the TPR panel.
+        path: where to write the PNG.
+        title: figure title.
+
+    Returns:
+        ``path``.
+    """
+    fig, (acc_ax, auc_ax, tpr_ax) = plt.subplots(1, 3, figsize=(13, 3.8))
+    for key in ("train/acc", "test/acc"):
+        points = [(e, row[key]) for e, row in sorted(accuracy.items()) if key in row]
+        if points:
+            acc_ax.plot(*zip(*points, strict=True), marker=".", label=key)
+    epochs = sorted(history)
+    attacks = [a for a, m in history[epochs[-1]].items() if "auc" in m] if epochs else []
+    tpr = f"tpr_at_fpr_{fpr:g}"
+    for attack in attacks:
+        seen = [e for e in epochs if attack in history[e]]
+        auc_ax.plot(seen, [history[e][attack]["auc"] for e in seen], marker=".", label=attack)
+        values = [100 * history[e][attack].get(tpr, np.nan) for e in seen]
+        tpr_ax.plot(seen, values, marker=".", label=attack)
+    auc_ax.axhline(0.5, color="k", ls="--", lw=0.8)
+    tpr_ax.axhline(100 * fpr, color="k", ls="--", lw=0.8, label="chance")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="train and test accuracy")
+    auc_ax.set(xlabel="epoch", ylabel="AUC", title="membership attack AUC")
+    tpr_ax.set(xlabel="epoch", ylabel="TPR (%)", title=f"TPR at {100 * fpr:g}% FPR")
+    for ax in (acc_ax, auc_ax, tpr_ax):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

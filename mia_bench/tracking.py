@@ -17,7 +17,7 @@ def log_epoch_metrics(
     """Log metrics to every logger with ``step = epoch`` (default: the current epoch).
 
     The values also go into ``trainer.callback_metrics`` so that ``EarlyStopping`` and
-    ``ModelCheckpoint`` can monitor them (e.g. ``test/loss`` or ``mia/loss/auc``).
+    ``ModelCheckpoint`` can monitor them (e.g. ``test/loss`` or ``mia/auc/loss``).
     """
     if trainer.sanity_checking or not metrics:
         return

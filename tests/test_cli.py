@@ -53,11 +53,25 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
         "test/acc",
         "gap/acc",
         "gap/loss",
-        "mia/loss/auc",
-        "mia/loss/tpr_at_fpr_0.001",
-        "mia/modified_entropy/auc",
+        "mia/auc/loss",
+        "mia/tpr_at_fpr_0.001/loss",
+        "mia/auc/modified_entropy",
     ):
         assert _steps(client, run.info.run_id, key) == [0, 1], key
+    # MLflow's chart sections hold one measure for every attack; constants are params
+    mia = [k for k in run.data.metrics if k.startswith("mia/")]
+    assert {k.rsplit("/", 1)[0] for k in mia} == {
+        "mia/auc",
+        "mia/balanced_acc",
+        "mia/tpr_at_fpr_0.001",
+        "mia/tpr_at_fpr_0.01",
+    }
+    assert not [k for k in run.data.metrics if "num_members" in k or "fpr_at_fpr" in k]
+    members = int(load_keep(local_artifact_dir(run.info.artifact_uri)).sum())
+    assert run.data.params["mia.num_members"] == str(members)
+    assert run.data.params["mia.num_nonmembers"] == str(1797 - members)
+    kind = client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"  # the UI opens on the training runs
     # gap/acc is exactly train - test of the same epoch
     last = run.data.metrics
     assert last["gap/acc"] == pytest.approx(last["train/acc"] - last["test/acc"])
@@ -70,6 +84,12 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
     assert signals.logits.shape == (1797, 1, 10) and signals.logits.dtype == np.float32
     assert not (art / "embeddings").exists()  # no default attack reads embeddings
     assert (art / "roc" / "epoch_001.png").stat().st_size > 1000
+    assert (art / "mia_vs_epoch.png").stat().st_size > 1000
+    history = json.loads((art / "mia" / "history.json").read_text())
+    assert sorted(history) == ["0", "1"]  # every attacked epoch, every number
+    assert history["1"]["loss"]["auc"] == pytest.approx(last["mia/auc/loss"])
+    assert history["1"]["loss"]["fpr_at_fpr_0.001"] <= 0.001
+    assert history["1"]["loss"]["num_members"] == members
     assert "class_path: mia_bench.data.Digits" in (art / "config.yaml").read_text()
 
     ckpts = sorted(p.name for p in (in_tmp / "mlruns" / "checkpoints" / run.info.run_id).iterdir())
@@ -140,7 +160,7 @@ def test_early_stopping_still_records_and_attacks_the_last_epoch(in_tmp):
     assert last < 199, "early stopping should have stopped the run"
     art = local_artifact_dir(run.info.artifact_uri)
     assert list_epochs(art)[-1] == last
-    assert _steps(client, run.info.run_id, "mia/loss/auc")[-1] == last
+    assert _steps(client, run.info.run_id, "mia/auc/loss")[-1] == last
     assert (art / "roc" / f"epoch_{last:03d}.png").exists()
 
 

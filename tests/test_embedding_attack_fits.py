@@ -67,7 +67,7 @@ def test_agnews_transformer(in_tmp):
         "--data.max_length=16",
         "--trainer.max_epochs=2",
     )
-    assert _steps(client, run, "mia/loss/auc") == [0, 1]
+    assert _steps(client, run, "mia/auc/loss") == [0, 1]
     assert _steps(client, run, "test/acc") == [0, 1]
     _check_layers(run, 1, ["token_embed", "layers.0", "layers.1", "embedding"], 120)
 
@@ -127,7 +127,7 @@ def test_snacks_vit(in_tmp):
         "--trainer.max_epochs=1",
         f"--signals.layers=[{','.join(layers)}]",
     )
-    assert _steps(client, run, "mia/loss/auc") == [0]
+    assert _steps(client, run, "mia/auc/loss") == [0]
     _check_layers(run, 0, layers, 36)
 
 

@@ -61,7 +61,7 @@ def signals_of_checkpoint(
         data.query_views,
         layers,
         epoch,
-        progress=True,
+        progress=None,
         memory_format=model.memory_format,
     )
     return signals, data

@@ -18,6 +18,7 @@ from mia_bench.attacks import Attack, AttackInputs
 from mia_bench.attacks.embedding import layer_sweep_scores
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.audit.gmia import gmia_reports
+from mia_bench.console import tqdm_disable
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS, summarize
 from mia_bench.store.artifacts import EpochSignals
@@ -266,7 +267,7 @@ def audit_group(
     layers: Sequence[str] = ("embedding",),
     fprs: Sequence[float] = DEFAULT_FPRS,
     min_references: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
     allow_partial: bool = False,
 ) -> AuditResult:
     """Leave-one-out audit at one epoch: each run of ``targets`` is the target in turn.
@@ -287,7 +288,8 @@ def audit_group(
         layers: embedding layers to load when an attack needs embeddings.
         fprs: FPRs of the TPR metrics.
         min_references: fewest references a target is attacked with, else an error.
-        progress: show a progress bar over the targets (on stderr).
+        progress: show a progress bar over the targets (on stderr); None: only when
+            stderr is a terminal.
         allow_partial: leave out (with a warning) a reference whose files are damaged,
             instead of stopping.
 
@@ -301,7 +303,9 @@ def audit_group(
     runs = reference_runs if reference_runs is not None else targets
     pool = open_pool(runs if needs_refs else [], epoch, needs, skip_corrupt=allow_partial)
     result = AuditResult(epoch=epoch)
-    for target in tqdm(targets, desc=f"audit epoch {epoch}", unit="target", disable=not progress):
+    for target in tqdm(
+        targets, desc=f"audit epoch {epoch}", unit="target", disable=tqdm_disable(progress)
+    ):
         in_pool = pool.get(target.run_id)
         own = in_pool if in_pool and in_pool.signals else _load_target(target, epoch, layers)
         refs = pool.references(target.run_id, own.keep) if needs_refs else None

@@ -1,7 +1,8 @@
-"""Attacks each recorded epoch's signals and logs ``mia/<attack>/<metric>``."""
+"""Attacks each recorded epoch's signals and logs ``mia/<metric>/<attack>``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import lightning as L
@@ -19,9 +20,10 @@ from mia_bench.audit.engine import (
     needs_of,
 )
 from mia_bench.callbacks.signal_recorder import SignalRecorder
+from mia_bench.metric_names import mlflow_metrics, mlflow_params
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
-from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
+from mia_bench.store.artifacts import EpochSignals, atomic_write, run_artifact_dir
 from mia_bench.store.groups import GroupRun, group_runs
 from mia_bench.store.references import (
     ReferenceNeeds,
@@ -60,13 +62,16 @@ class AttackMonitor(Callback):
 
     The target is the run being trained; its keep row (membership truth) is used only
     by the metrics (and to choose RMIA's population among its non-members). Metrics go
-    to every logger as ``mia/<attack>/<metric>`` with step = epoch; at the end of fit a
-    log-log ROC plot of all attacks of the last recorded epoch is saved as the run
-    artifact ``roc/epoch_XXX.png``.
+    to every logger as ``mia/<metric>/<attack>`` with step = epoch (see
+    :mod:`mia_bench.metric_names`), the numbers of members and non-members once as params;
+    every number of every attacked epoch is kept in the run artifact ``mia/history.json``
+    (:attr:`history`); with a progress bar, it shows the headline attack's AUC. At the end
+    of fit a log-log ROC plot of all attacks of the last recorded epoch is saved as the
+    run artifact ``roc/epoch_XXX.png``.
 
     Layer-depth leakage (Embedding Attack Project): with ``nn_embedding`` among the attacks
     and several layers recorded by the SignalRecorder, the embedding attack runs at every
-    recorded layer (``mia/nn_embedding_<layer>/...``, needs references), and at the end of
+    recorded layer (``mia/auc/nn_embedding_<layer>``, ...; needs references), and at the end of
     fit ``mia_depth.png`` plots its AUC against layer depth, one line per recorded epoch.
 
     With ``references`` (names of groups in the same MLflow experiment), attacks that
@@ -84,6 +89,8 @@ class AttackMonitor(Callback):
         references: reference group names (None: reference-free attacks only).
         reference_epoch: ``"same"`` or ``"last"``.
         min_references: fewest references a reference attack runs with.
+        headline: the attack shown in the progress bar and first in summaries (default:
+            the first of ``attacks``).
     """
 
     def __init__(
@@ -94,10 +101,17 @@ class AttackMonitor(Callback):
         references: Sequence[str] | None = None,
         reference_epoch: str = "same",
         min_references: int = 2,
+        headline: str | None = None,
     ) -> None:
         if reference_epoch not in ("same", "last"):
             raise ValueError(f"reference_epoch must be 'same' or 'last', got {reference_epoch!r}")
         self.attacks = [get_attack(name) for name in attacks]
+        if headline is not None and headline not in attacks:
+            raise ValueError(
+                f"headline {headline!r} is not one of the attacks {list(attacks)}: pass one "
+                "of them, or add it to --attacks.attacks"
+            )
+        self.headline = headline or (attacks[0] if attacks else None)
         self.fprs = tuple(fprs)
         self.plot = plot
         self.references = list(references or [])
@@ -108,6 +122,8 @@ class AttackMonitor(Callback):
         self.last_epoch: int | None = None
         self.last_metrics: dict[str, float] = {}
         self.depth_curves: dict[str, dict[str, float]] = {}  # "epoch N" -> {layer: AUC}
+        self.history: dict[int, dict[str, dict[str, float]]] = {}  # epoch -> attack -> metric
+        self._params_logged = False
 
     @property
     def needs_embeddings(self) -> bool:
@@ -155,25 +171,62 @@ class AttackMonitor(Callback):
         return refs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._attack(trainer, find_recorder(trainer).record_if_due(trainer, pl_module))
+        signals = find_recorder(trainer).record_if_due(trainer, pl_module)
+        if self._attack(trainer, signals) and self.headline in self.history[signals.epoch]:
+            self._show_headline(trainer, pl_module, self.history[signals.epoch][self.headline])
 
-    def _attack(self, trainer: L.Trainer, signals: EpochSignals | None) -> None:
+    def _show_headline(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics) -> None:
+        """The headline attack's AUC in the progress bar (only there: not a logged metric)."""
+        if getattr(trainer, "progress_bar_callback", None) is not None:
+            name = f"auc({self.headline})"
+            pl_module.log(name, metrics["auc"], prog_bar=True, logger=False, on_epoch=True)
+
+    def _attack(self, trainer: L.Trainer, signals: EpochSignals | None) -> bool:
+        """Attack one epoch's signals and log the numbers; False when there were none."""
         if signals is None:
-            return
+            return False
         recorder = find_recorder(trainer)
         keep = trainer.datamodule.keep
         needs = needs_of(self.attacks, recorder.layers)
         layers = needs.layers
         refs = self._load_references(trainer, signals.epoch, needs, keep)
         audit = audit_target(signals, keep, refs, self.attacks, self.fprs, layers)
-        metrics = flatten(audit.metrics, "mia/") | flatten(audit.reports, "mia/")
+        metrics = mlflow_metrics(audit.metrics) | mlflow_metrics(audit.reports)
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
         self.last_scores, self.last_epoch, self.last_metrics = audit.scores, signals.epoch, metrics
-        curve = layer_depth_curve(metrics, recorder.layers, prefix="mia/")
+        nested = audit.metrics | audit.reports
+        self.history[signals.epoch] = {
+            a: {k: float(v) for k, v in m.items()} for a, m in nested.items()
+        }
+        curve = layer_depth_curve(flatten(audit.metrics), recorder.layers)
         if len(curve) > 1:
             self.depth_curves[f"epoch {signals.epoch}"] = curve
+        self._log_params(trainer, audit.metrics)
         log_epoch_metrics(trainer, metrics, epoch=signals.epoch)
+        self._write_history(trainer)
+        return True
+
+    def _log_params(self, trainer: L.Trainer, nested: dict[str, dict[str, float]]) -> None:
+        if self._params_logged or trainer.sanity_checking:
+            return
+        for logger in trainer.loggers:
+            logger.log_hyperparams(mlflow_params(nested))
+        self._params_logged = True
+
+    def _write_history(self, trainer: L.Trainer) -> None:
+        """Every attacked epoch's numbers as the run artifact ``mia/history.json``."""
+        text = json.dumps({str(e): m for e, m in sorted(self.history.items())}, indent=1)
+        atomic_write(
+            run_artifact_dir(trainer) / "mia" / "history.json", lambda f: f.write(text.encode())
+        )
+
+    def state_dict(self) -> dict:
+        """The attacked epochs' numbers: a resumed run keeps its whole history."""
+        return {"history": {str(e): m for e, m in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {int(e): m for e, m in state_dict.get("history", {}).items()}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the last epoch, when a callback stopped training after the recorder had run

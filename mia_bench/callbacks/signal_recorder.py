@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from mia_bench.acceleration import to_memory_format
 from mia_bench.augment import query_views, resolve_views
 from mia_bench.callbacks.epoch_timer import synchronized_clock
+from mia_bench.console import tqdm_disable
 from mia_bench.hooks import capture_outputs
 from mia_bench.store.artifacts import (
     EpochSignals,
@@ -40,7 +41,7 @@ def compute_signals(
     views: Sequence[str] = ("plain",),
     layers: Sequence[str] = ("embedding",),
     epoch: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
     memory_format: str = "contiguous",
     forward_batch_size: int | None = None,
 ) -> EpochSignals:
@@ -57,7 +58,7 @@ def compute_signals(
         views: query view names (see :mod:`mia_bench.augment`), view 0 = plain.
         layers: module paths whose outputs (on view 0) are kept as embeddings.
         epoch: stored with the signals.
-        progress: show a progress bar.
+        progress: show a progress bar (on stderr); None: only when stderr is a terminal.
         memory_format: the model's ``memory_format`` (``channels_last`` converts the
             4-D view batches).
         forward_batch_size: bound on the examples of one forward (at least one view of
@@ -77,7 +78,7 @@ def compute_signals(
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     try:
         for x, y, index in tqdm(
-            loader, desc=f"signals epoch {epoch}", disable=not progress, leave=False
+            loader, desc=f"signals epoch {epoch}", disable=tqdm_disable(progress), leave=False
         ):
             x = x.to(device)
             args = (fns, layers, captured, memory_format, forward_batch_size)
@@ -173,7 +174,8 @@ class SignalRecorder(Callback):
         views: query views, a list or a preset such as ``lira18`` (checked at once);
             default the datamodule's ``query_views`` (plain, plus
             mirror for images).
-        progress: show a progress bar while scoring the pool.
+        progress: show a progress bar while scoring the pool; None (default): only when
+            stderr is a terminal.
         logits_dtype: ``float32`` or ``float16``, how logits are stored (float16 halves
             them; the sufficient statistics are computed from float32 logits either way,
             so LiRA, RMIA and the calibrated attacks are unchanged; see the README for
@@ -194,7 +196,7 @@ class SignalRecorder(Callback):
         every_n_epochs: int = 1,
         layers: Sequence[str] | None = None,
         views: str | Sequence[str] | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
         logits_dtype: str = "float32",
         forward_batch_size: int | None = None,
         autocast: bool = False,

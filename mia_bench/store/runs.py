@@ -22,16 +22,29 @@ def resolve_tracking_uri(tracking_uri: str) -> str:
     return open_store(tracking_uri)
 
 
+# MLflow's UI opens an experiment of this kind on its training runs, not on GenAI traces
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client: MlflowClient, settings: MlflowSettings) -> str:
-    """Id of the settings' experiment, created (with its artifact folder) if new."""
+    """Id of the settings' experiment, created (with its artifact folder) if new.
+
+    It is tagged as a model-training experiment (:data:`EXPERIMENT_KIND`), so that the
+    MLflow UI shows its runs and their charts first.
+    """
     found = client.get_experiment_by_name(settings.experiment_name)
     if found is not None:
+        if not all(found.tags.get(k) == v for k, v in EXPERIMENT_KIND.items()):
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = settings.artifact_location
     if "://" not in location:
         location = Path(location).resolve().as_uri()
     try:
-        return client.create_experiment(settings.experiment_name, artifact_location=location)
+        return client.create_experiment(
+            settings.experiment_name, artifact_location=location, tags=EXPERIMENT_KIND
+        )
     except MlflowException:  # another command created it at the same moment
         found = client.get_experiment_by_name(settings.experiment_name)
         if found is None:

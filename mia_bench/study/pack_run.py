@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.loggers.utilities import _log_hyperparams
 from mlflow.tracking import MlflowClient
 
+from mia_bench.callbacks.run_summary import RunSummary
 from mia_bench.callbacks.signal_recorder import layers_needed
 from mia_bench.checks import check_layers
 from mia_bench.classifier import Classifier
@@ -273,7 +274,7 @@ def _run_trainer(cli: _RunCLI, logger: BufferedMLFlowLogger, checkpoints: Path) 
         if trainer_init.get("enable_checkpointing") is not False
         else EpochCommit()
     )
-    callbacks = [init["signals"], init["attacks"], init["properties"], keeper]
+    callbacks = [init["signals"], init["attacks"], init["properties"], RunSummary(), keeper]
     if dm.train_transform() is not None or dm.eval_transform() is not None:
         raise UserError(
             f"{type(dm).__name__} transforms its examples; packing reads the pool as stored "

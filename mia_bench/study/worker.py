@@ -172,6 +172,9 @@ def main() -> None:
         f"worker pid {os.getpid()}: {threads} threads, CUDA_VISIBLE_DEVICES={devices}", flush=True
     )
     import mia_bench.lightning_cli  # noqa: F401 - start-up paid before the first job
+    from mia_bench.console import quiet_libraries
+
+    quiet_libraries()
 
     serve(sys.stdin, answers)
 

@@ -126,8 +126,8 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
     )
     client, exp_id = client_and_experiment(MlflowSettings())
     (run,) = client.search_runs([exp_id], "tags.`mia.group` = 'target'")
-    keys = ("mia/lira_online/auc", "mia/rmia_offline/tpr_at_fpr_0.001", "mia/loss/auc")
-    for key in (*keys, "mia/nn_embedding/auc", "mia/nn_embedding_fc0/auc"):
+    keys = ("mia/auc/lira_online", "mia/tpr_at_fpr_0.001/rmia_offline", "mia/auc/loss")
+    for key in (*keys, "mia/auc/nn_embedding", "mia/auc/nn_embedding_fc0"):
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [
             0,
             1,
@@ -137,7 +137,7 @@ def test_fit_with_references_logs_reference_attacks_every_epoch(in_group):
     # exactly the target's data and is left out; the other 3 are references
     assert run.data.metrics["mia/num_references"] == 3
     # GMIA's judgement on its vulnerable records is logged every epoch too
-    gmia = client.get_metric_history(run.info.run_id, "mia/gmia_direct/num_selected")
+    gmia = client.get_metric_history(run.info.run_id, "mia/num_selected/gmia_direct")
     assert sorted(m.step for m in gmia) == [0, 1, 2] and gmia[0].value == 50
     # layer-depth leakage: the embedding attack at each recorded layer, one plot
     art = local_artifact_dir(run.info.artifact_uri)
@@ -206,7 +206,7 @@ def test_parallel_fleet_workers_lose_nothing(in_group):
     assert len(client.search_runs([exp_id], "tags.`mia.group` = 'g'")) == 4
     for run in runs:
         assert run.status == "FINISHED"
-        for key in ("train/acc", "gap/acc", "mia/loss/auc"):
+        for key in ("train/acc", "gap/acc", "mia/auc/loss"):
             assert sorted(m.step for m in client.get_metric_history(run.run_id, key)) == [0, 1, 2]
         assert run.epochs() == [0, 1, 2]
 

@@ -80,7 +80,7 @@ def test_fit_without_checkpointing_logs_every_epoch_and_refuses_to_resume(in_tmp
     client, exp_id = client_and_experiment(MlflowSettings())
     (run,) = group_runs(client, exp_id, "kept")
     assert run.status == "FINISHED"
-    for key in ("train/acc", "test/acc", "gap/acc", "mia/loss/auc"):
+    for key in ("train/acc", "test/acc", "gap/acc", "mia/auc/loss"):
         steps = sorted(m.step for m in client.get_metric_history(run.run_id, key))
         assert steps == [0, 1, 2], key
     folder = in_tmp / "mlruns" / "checkpoints" / run.run_id

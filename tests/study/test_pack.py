@@ -188,7 +188,7 @@ def test_packed_metrics_equal_the_runs_trained_alone(trained, monkeypatch):
     client, packed = _members("packed")
     _, alone = _members("alone")
     for p, a in zip(packed.members, alone.members, strict=True):
-        for key in ("train/acc", "train/loss", "test/acc", "test/loss", "gap/acc", "mia/loss/auc"):
+        for key in ("train/acc", "train/loss", "test/acc", "test/loss", "gap/acc", "mia/auc/loss"):
             got = [(m.step, m.value) for m in client.get_metric_history(p.run_id, key)]
             want = [(m.step, m.value) for m in client.get_metric_history(a.run_id, key)]
             assert [s for s, _ in sorted(got)] == EPOCHS, key  # one value per epoch
