@@ -29,18 +29,20 @@ DESCRIPTION = (
 )
 
 
-USAGE = """usage: mia-bench [-h] {fit,validate,test,fleet,audit,compare,sweep,record} ...
+USAGE = """usage: mia-bench [-h] {fit,validate,test,fleet,audit,compare,sweep,record,...} ...
 
 mia-bench: train target models and attack them every epoch.
 
 subcommands:
-  fit                 train a run (LightningCLI): mia-bench fit -c lightning_configs/quickstart.yaml
+  fit                 train a run (LightningCLI): mia-bench fit -c quickstart
   validate, test      evaluate a run's checkpoint (LightningCLI)
   fleet               train runs of a group, K at a time
   audit               leave-one-out audit of a group, or of one checkpoint
   compare             compare audited groups (recipes)
   sweep               fleets, audits and a comparison of many recipes
   record              more layers of a finished group, from its checkpoints
+  configs             list the packaged configs (-c NAME), or copy them out for editing
+  notebook            copy the recipe-comparison notebook out
 
 `mia-bench SUBCOMMAND --help` for each one's flags."""
 

@@ -1,5 +1,5 @@
 """The subcommands beyond Lightning's: ``fleet``, ``audit``, ``compare``, ``sweep``,
-``record`` (argparse)."""
+``record``, ``configs``, ``notebook`` (argparse)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ast
 import importlib.util
 from pathlib import Path
 
+from mia_bench.config_files import config_path, configs_main, notebook_main
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.store.settings import MlflowSettings
@@ -284,8 +285,8 @@ def sweep_main(argv: list[str]) -> int:
         description=sweep_doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sweep", help="the sweep file (YAML)")
-    sweep = Path(parser.parse_args(argv).sweep)
+    parser.add_argument("sweep", help="the sweep file (YAML), or a packaged one's name")
+    sweep = Path(config_path(parser.parse_args(argv).sweep))
     from mia_bench.study.sweep import run_sweep
 
     return 1 if run_sweep(sweep) else 0
@@ -314,6 +315,8 @@ def record_main(argv: list[str]) -> int:
 
 
 COMMANDS = {
+    "configs": configs_main,
+    "notebook": notebook_main,
     "fleet": fleet_main,
     "audit": audit_main,
     "compare": compare_main,

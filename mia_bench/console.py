@@ -95,8 +95,8 @@ def result_table(
         title: a first line.
 
     >>> print(result_table({"loss": {"auc": 0.61234, "tpr_at_fpr_0.001": 0.004}}, [0.001]))
-    attack   AUC    TPR@0.1%
-    loss     0.612  0.40%
+    attack  AUC    TPR@0.1%
+    loss    0.612  0.40%
     """
     header = ["attack", "AUC", *(f"TPR@{100 * x:g}%" for x in fprs)]
     rows = [header]

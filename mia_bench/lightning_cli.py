@@ -33,6 +33,7 @@ from mia_bench.callbacks.run_summary import ProgressBar  # noqa: E402
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
 from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
 from mia_bench.classifier import Classifier  # noqa: E402
+from mia_bench.config_files import resolve_configs  # noqa: E402
 from mia_bench.console import on_terminal  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.errors import UserError  # noqa: E402
@@ -281,7 +282,7 @@ def parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> 
         subclass_mode_data=True,
         save_config_callback=None,
         parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
-        args=fit_args,
+        args=resolve_configs(fit_args),
         run=False,
     )
 
@@ -336,7 +337,7 @@ def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
             save_config_callback=MlflowSaveConfig,
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             parser_kwargs=parser_kwargs,
-            args=argv,
+            args=resolve_configs(argv),
         )
     finally:
         release_held()  # the run's lease, held from open_run to the end of the fit
