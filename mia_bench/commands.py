@@ -229,7 +229,10 @@ def audit_main(argv: list[str]) -> int:
             f"left out: {names} (the runs recorded no embeddings of {args.layers}; record "
             "them with mia-bench record --group GROUP --layers ..., or name --attacks)"
         )
+    from mia_bench.console import mlflow_hint
+
     print(f"audit run {doc['run_id']}; JSON at {args.output}")
+    print(mlflow_hint(settings.tracking_uri, doc["experiment_id"], doc["run_id"]))
     return 0
 
 

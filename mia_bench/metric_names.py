@@ -18,6 +18,9 @@ attack, side by side:
 ``time/<phase>``                    seconds per epoch
 ==================================  ==================================================
 
+An audit run (``mia-bench audit``) logs the mean and spread over its targets the same
+way: ``audit/auc_mean/<attack>``, ``audit/tpr_at_fpr_0.001_std/<attack>``, step = epoch.
+
 What does not change across a run's epochs is not a metric: the numbers of members and
 non-members scored are the params ``mia.num_members`` and ``mia.num_nonmembers``. The
 FPR each TPR was reached at (``fpr_at_fpr_<x>``, at most ``x``) is kept with every
@@ -42,6 +45,25 @@ def metric_name(attack: str, measure: str) -> str:
     return f"{PREFIX}{measure}/{attack}"
 
 
+def is_per_epoch(measure: str) -> bool:
+    """Whether a measure is an MLflow metric (not a count or an achieved FPR).
+
+    >>> is_per_epoch("auc"), is_per_epoch("num_members"), is_per_epoch("fpr_at_fpr_0.01")
+    (True, False, False)
+    """
+    return measure not in PER_RUN and not measure.startswith(ACHIEVED_FPR)
+
+
+def audit_metric_name(key: str, stat: str) -> str:
+    """The MLflow name of an audit's statistic of ``<attack>/<measure>``.
+
+    >>> audit_metric_name("lira_online/auc", "mean")
+    'audit/auc_mean/lira_online'
+    """
+    attack, measure = key.rsplit("/", 1)
+    return f"audit/{measure}_{stat}/{attack}"
+
+
 def mlflow_metrics(nested: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """``{attack: {measure: v}}`` as MLflow metrics, per-run counts and achieved FPRs left out.
 
@@ -52,7 +74,7 @@ def mlflow_metrics(nested: Mapping[str, Mapping[str, float]]) -> dict[str, float
         metric_name(attack, measure): float(value)
         for attack, measures in nested.items()
         for measure, value in measures.items()
-        if measure not in PER_RUN and not measure.startswith(ACHIEVED_FPR)
+        if is_per_epoch(measure)
     }
 
 

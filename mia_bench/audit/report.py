@@ -14,6 +14,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from mia_bench.audit.engine import AuditResult, layer_attack_name
+from mia_bench.metric_names import audit_metric_name, is_per_epoch
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
 from mia_bench.store.runs import MetricHistory
@@ -148,13 +149,16 @@ def log_audit_run(
     steps: dict[int, AuditResult],
     folder: Path,
 ) -> str:
-    """An MLflow run holding the audit: metrics ``audit/<attack>/<metric>_mean|_std``."""
+    """An MLflow run holding the audit: metrics ``audit/<measure>_mean|_std/<attack>``
+    (:func:`mia_bench.metric_names.audit_metric_name`; counts and achieved FPRs stay in
+    the audit's JSON)."""
     run = client.create_run(exp_id, run_name=f"audit-{tags['mia.audit_of']}", tags=tags)
     now = int(time.time() * 1000)
     metrics = [
-        Metric(f"audit/{key}_{stat}", entry[stat], now, step)
+        Metric(audit_metric_name(key, stat), entry[stat], now, step)
         for step, result in steps.items()
         for key, entry in result.aggregate().items()
+        if is_per_epoch(key.rsplit("/", 1)[-1])
         for stat in ("mean", "std")
     ]
     for start in range(0, len(metrics), 1000):  # MLflow takes 1000 metrics per batch

@@ -205,6 +205,7 @@ def _write_and_log(client, exp_id, group, references, results, layers, fprs, ext
         doc["references"] = list(references or [group])
         (folder / "audit.json").write_text(json.dumps(doc, indent=2))  # with every epoch
         doc["run_id"] = log_audit_run(client, exp_id, tags, results, folder)
+        doc["experiment_id"] = exp_id
     return doc
 
 

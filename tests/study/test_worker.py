@@ -6,6 +6,8 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,6 +40,10 @@ def test_one_worker_trains_runs_in_turn_and_a_failed_run_poisons_nothing(in_tmp)
     statuses = [json.loads(line)["status"] for line in answers.getvalue().splitlines()]
     assert statuses[0] == 0 and statuses[1] == 2 and statuses[2] == 1 and statuses[3] == 0
     assert "max_epochs" in (logs / "b.log").read_text()
+    # a run's log has a line per epoch and its result (no progress bar in a log)
+    log = (logs / "a.log").read_text()
+    assert "run 0 of group 'first', epoch 0/1: train/acc" in log and "epoch 1/1" in log
+    assert "membership inference, run 0 of group 'first', epoch 1" in log
     assert "Traceback" in (logs / "c.log").read_text()
     # the run trained after the failures is the run trained first: same seed, init, batches
     client, exp_id = client_and_experiment(MlflowSettings())
@@ -117,3 +123,14 @@ def test_a_packed_fleet_trains_its_runs_in_one_worker_and_refuses_what_it_cannot
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and err[0].startswith("mia-bench: error: --pack 2: net ")
     assert "unpacked" in err[0]
+
+
+def test_a_fleet_with_a_failed_run_exits_non_zero(in_tmp):
+    """``python -m mia_bench fleet`` says by its exit status that a run failed."""
+    args = [sys.executable, "-m", "mia_bench", "fleet", "--runs", "0:1", *SMALL]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    bad = subprocess.run(
+        [*args, "--model.net.init_args.hidden=[-3]"], env=env, text=True, capture_output=True
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "run 0: FAILED" in bad.stdout
