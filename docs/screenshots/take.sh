@@ -12,12 +12,13 @@ mkdir -p "$work" && cd "$work"
 export OMP_NUM_THREADS=1
 
 # the quickstart, then a small compare: two recipes of 2 runs each, audited
-"$bin/mia-bench" fit -c quickstart > quickstart.txt
+[ -s quickstart.txt ] || "$bin/mia-bench" fit -c quickstart > quickstart.txt
 for recipe in none dropout; do
   extra=(); [ "$recipe" = dropout ] && extra=(-c defense/dropout)
   "$bin/mia-bench" fleet --runs 0:2 --workers 1 -c quickstart "${extra[@]}" \
     --group "digits_$recipe" --trainer.max_epochs 10 > "fleet_$recipe.txt"
-  "$bin/mia-bench" audit --group "digits_$recipe" --attacks loss,confidence > "audit_$recipe.txt"
+  "$bin/mia-bench" audit --group "digits_$recipe" --targets 2 \
+    --attacks loss,confidence > "audit_$recipe.txt"
 done
 "$bin/mia-bench" compare > compare.txt || true
 
