@@ -46,16 +46,15 @@ import functools
 import os
 import re
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy  # noqa: E402
+from mia_bench.extras import require
 
 # --- train-time augmentations ----------------------------------------------------------
 
@@ -89,7 +88,21 @@ def resolve_augmentations(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in TRAIN_AUGMENTATIONS if n in wanted)
 
 
+def _albumentations(names: tuple[str, ...]) -> ModuleType:
+    """albumentations, which the per-image crop, mirror and cutout need (the batch ones do not).
+
+    ``mia_bench``'s import has set ``NO_ALBUMENTATIONS_UPDATE`` (no version check online).
+    """
+    ops = "/".join(n for n in names if n != "autoaugment")
+    what = f"the per-image {ops} augmentation (pools served by a DataLoader: with autoaugment, "
+    what += "DP-SGD or several devices)"
+    return require("albumentations", extra="augment", what=what)
+
+
 def _albumentations_ops(names: tuple[str, ...], height: int, width: int) -> list[Any]:
+    A = _albumentations(names)
+    import cv2  # OpenCV is a dependency of albumentations
+
     ops: list[Any] = []
     if "crop" in names:
         ops += [
@@ -119,7 +132,9 @@ class TrainAugmentation:
     object is called in a process. DataLoader workers (and Lightning's
     ``seed_everything(workers=True)``) give each worker its own torch seed, so workers
     draw different augmentations, and a run seeded the same way draws the same ones.
-    Picklable: the pipeline is rebuilt after unpickling.
+    Picklable: the pipeline is rebuilt after unpickling. Crop, mirror and cutout need
+    albumentations (``pip install 'mia-bench[augment]'``) from the first call on; their
+    batch twins (:mod:`mia_bench.batch_augment`) and ``autoaugment`` need none.
 
     Args:
         names: augmentation names or aliases (see :func:`resolve_augmentations`).
@@ -132,7 +147,7 @@ class TrainAugmentation:
         self._autoaugment = (
             AutoAugment(AutoAugmentPolicy.CIFAR10) if "autoaugment" in self.names else None
         )
-        self._albumentations: A.Compose | None = None
+        self._albumentations: Any = None  # albumentations.Compose, built on first use
         self._owner: tuple[int, int] | None = None  # (pid, torch seed) it was seeded for
 
     def __repr__(self) -> str:
@@ -143,11 +158,13 @@ class TrainAugmentation:
         state["_albumentations"], state["_owner"] = None, None
         return state
 
-    def _pipeline(self) -> A.Compose:
+    def _pipeline(self) -> Any:
+        """The albumentations ``Compose`` of the names, seeded for this process."""
         owner = (os.getpid(), torch.initial_seed())
         if self._albumentations is None or self._owner != owner:
             ops = _albumentations_ops(self.names, *self.image_size)
-            self._albumentations = A.Compose(ops, seed=owner[1] % 2**32)
+            compose = _albumentations(self.names).Compose
+            self._albumentations = compose(ops, seed=owner[1] % 2**32)
             self._owner = owner
         return self._albumentations
 

@@ -2,7 +2,8 @@
 
 ``mia-bench`` prints a :class:`UserError` as one line, ``mia-bench: error: ...``, and
 exits with status 2, never with a traceback. It is a ``ValueError`` so that library
-callers can catch it as one.
+callers can catch it as one. A missing optional dependency (:class:`MissingExtraError`,
+raised by :func:`mia_bench.extras.require`) is one too, and also a ``ModuleNotFoundError``.
 """
 
 from __future__ import annotations
@@ -14,3 +15,7 @@ class UserError(ValueError):
 
 class IncompleteGroupError(UserError):
     """Too few runs of a group pass the membership rule for what was asked."""
+
+
+class MissingExtraError(ModuleNotFoundError, UserError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

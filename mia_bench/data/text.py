@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mia_bench.data.membership import MembershipDataModule, Pool
+from mia_bench.extras import require
 from mia_bench.pretrained import offline_hint, resolve_pretrained
 
 PAD_ID = 0
@@ -138,19 +139,14 @@ def load_hf_tokenizer(name: str) -> Any:
     """A Hugging Face tokenizer by local directory, bundling package or Hub name.
 
     Raises:
-        ImportError: if ``transformers`` is not installed.
+        MissingExtraError: if ``transformers`` (the ``text`` extra) is not installed.
         OSError: if it cannot be loaded; the message says how to get it offline.
         ValueError: if the tokenizer has no padding token.
     """
+    what, instead = f"tokenizer={name!r}", "use the built-in tokenizer='word'"
+    transformers = require("transformers", extra="text", what=what, instead=instead)
     try:
-        from transformers import AutoTokenizer
-    except ImportError as err:
-        raise ImportError(
-            f"tokenizer={name!r} needs the transformers package: `pip install transformers`, "
-            "or use the built-in tokenizer='word'."
-        ) from err
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_pretrained(name))
     except Exception as err:  # transformers raises OSError, ValueError, KeyError...
         raise OSError(f"{type(err).__name__}: {err}\n{offline_hint(name)}") from err
     if tokenizer.pad_token_id is None:

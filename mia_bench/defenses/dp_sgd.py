@@ -17,11 +17,22 @@ opacus' expected batch size ``int(n / len(train_loader))``. The privacy spent so
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from mia_bench.classifier import Classifier, Defense
+from mia_bench.extras import require
+
+
+def _opacus(module: str = "opacus") -> ModuleType:
+    """``module`` of opacus (the ``dp`` extra), or a one-line install hint.
+
+    Asked for when training starts, not when the defense is built: instantiating a DP-SGD
+    config (as checkpoint audits do) needs no opacus.
+    """
+    return require(module, extra="dp", what="the dp_sgd defense (DP-SGD)")
 
 
 class DPSGD(Defense):
@@ -128,7 +139,7 @@ class DPSGD(Defense):
     # --- the parts, usable without a Trainer ------------------------------------
     def private_net(self, net: torch.nn.Module) -> torch.nn.Module:
         """``net`` if opacus can train it privately, else its fixed copy or an error."""
-        from opacus.validators import ModuleValidator
+        ModuleValidator = _opacus("opacus.validators").ModuleValidator
 
         errors = ModuleValidator.validate(net, strict=False)
         if not errors:
@@ -160,7 +171,7 @@ class DPSGD(Defense):
             opacus' ``DPOptimizer`` and the loader it accounts for (a ``DPDataLoader``
             with Poisson sampling, else ``loader`` itself).
         """
-        from opacus import PrivacyEngine
+        PrivacyEngine = _opacus().PrivacyEngine
 
         if self.hooks is not None:  # built again (e.g. a second fit): no double hooks
             self.hooks.cleanup()
@@ -228,11 +239,10 @@ def serve_poisson_batches(datamodule: Any) -> None:
     Only this datamodule instance changes; the loader wraps the datamodule's own
     (members, transforms, workers) with ``q = 1 / len(loader)``.
     """
-    from opacus.data_loader import DPDataLoader
-
+    DPDataLoader = _opacus("opacus.data_loader").DPDataLoader
     original = _original_train_dataloader(datamodule)
 
-    def train_dataloader() -> DPDataLoader:
+    def train_dataloader() -> torch.utils.data.DataLoader:  # opacus' DPDataLoader
         return DPDataLoader.from_data_loader(original())
 
     train_dataloader.dp_original = original

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 from torch import nn
 
+from mia_bench.extras import require
 from mia_bench.nets.transformer import check_token_ids, masked_mean
 from mia_bench.pretrained import offline_hint, resolve_pretrained
 
 POOLINGS = ("cls", "mean")
+
+
+def _transformers() -> ModuleType:
+    """Hugging Face ``transformers`` (the ``text`` extra), or a one-line install hint."""
+    return require("transformers", extra="text", what="the BERT net")
 
 
 def _load_bert(name: str) -> nn.Module:
@@ -20,10 +27,8 @@ def _load_bert(name: str) -> nn.Module:
         OSError: the model could not be loaded (with advice for offline use).
         ValueError: the checkpoint lacks some BERT weights (they would start random).
     """
-    from transformers import BertModel
-
     try:
-        bert, info = BertModel.from_pretrained(
+        bert, info = _transformers().BertModel.from_pretrained(
             resolve_pretrained(name),
             add_pooling_layer=False,
             dtype=torch.float32,
@@ -51,9 +56,8 @@ def _new_bert(
     dropout: float,
 ) -> nn.Module:
     """A randomly initialized ``BertModel`` sized by the options."""
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
+    transformers = _transformers()
+    config = transformers.BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -64,7 +68,7 @@ def _new_bert(
         max_position_embeddings=max(512, length),
         pad_token_id=0,
     )
-    return BertModel(config, add_pooling_layer=False)
+    return transformers.BertModel(config, add_pooling_layer=False)
 
 
 class BERT(nn.Module):
