@@ -39,6 +39,10 @@ class Defense:
 
     supports_compile = True
 
+    def check_installed(self) -> None:
+        """Raise the one-line error of a missing optional library it needs (checked before
+        a fit opens its run)."""
+
     def setup(self, module: Classifier) -> None:
         """Called once when fitting starts (before the optimizer is built)."""
 

@@ -196,6 +196,9 @@ class MiaCLI(LightningCLI):
         info |= {"precision": str(init["trainer"].get("precision") or "32-true")}
         info |= self.model.run_settings()  # memory_format, compile
         if info["command"] == "fit":
+            defense = getattr(self.model, "defense", None)
+            if defense is not None:
+                defense.check_installed()  # a missing extra stops us before the run opens
             self._report_audit_cost(init)
         lease = self.subcommand == "fit"  # leases: fit only
         run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)

@@ -222,9 +222,10 @@ def test_help_answers_without_the_extras(tmp_path: Path) -> None:
 def test_quickstart_trains_and_dp_sgd_names_its_extra(core: dict[str, Any]) -> None:
     assert core["quickstart"]["status"] == 0, core["quickstart"]["stderr"][-2000:]
     status, *metrics = core["runs"]["quick"]
-    assert status == "FINISHED" and {"train/acc", "test/acc", "mia/loss/auc"} <= set(metrics)
+    assert status == "FINISHED" and {"train/acc", "test/acc", "mia/auc/loss"} <= set(metrics)
     assert "last.ckpt" in core["checkpoints"]
     assert printed_one_line(core["dp_sgd"], "the dp_sgd defense (DP-SGD)", "opacus", "dp")
+    assert "dp" not in core["runs"]  # refused before its run was opened
 
 
 # --- declared versions -------------------------------------------------------------------

@@ -110,6 +110,9 @@ class DPSGD(Defense):
         self.num_examples: int | None = None
 
     # --- Defense hooks -----------------------------------------------------------
+    def check_installed(self) -> None:
+        _opacus()
+
     def setup(self, module: Classifier) -> None:
         module.net = self.private_net(module.net)
 
