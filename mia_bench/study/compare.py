@@ -7,8 +7,8 @@ generalization gap, and writes
 * a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at the
   chosen FPR, ``--fpr``, default 0.1%, per attack with the spread over targets) as
   markdown and CSV;
-* scatters of that TPR against the train-test accuracy gap and the loss gap,
-  coloured by test accuracy, one point per audited target (Rahmani et al. 2026, Figs. 5-7).
+* scatters of that TPR against the train-test accuracy gap and the loss gap, one colour
+  per recipe, one point per audited target (:mod:`mia_bench.study.compare_plots`).
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mia_bench.errors import UserError
+from mia_bench.metrics import DEFAULT_FPRS
+from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri
+from mia_bench.study.compare_plots import scatter, scatters, tpr_key
 
-from mia_bench.errors import UserError  # noqa: E402
-from mia_bench.metrics import DEFAULT_FPRS  # noqa: E402
-from mia_bench.plots import save_figure  # noqa: E402
-from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
+__all__ = ["load_audits", "points", "recipe_table", "scatter", "scatters", "tpr_key"]
 
 RUN_METRICS = {
     "train_acc": "train/acc",
@@ -98,15 +96,6 @@ GMIA_PRECISION = "gmia_direct/precision"
 GMIA_HITS = "gmia_direct/hits"
 
 
-def tpr_key(attack: str, fpr: float) -> str:
-    """The name of an attack's TPR at ``fpr`` in an audit's per-target metrics.
-
-    >>> tpr_key("loss", 0.001)
-    'loss/tpr_at_fpr_0.001'
-    """
-    return f"{attack}/tpr_at_fpr_{fpr:g}"
-
-
 def recipe_table(
     pts: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_FPRS[0]
 ) -> pd.DataFrame:
@@ -164,25 +153,6 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_F
     return "\n".join(lines) + "\n"
 
 
-def scatter(
-    pts: pd.DataFrame, attack: str, x: str, path: Path, fpr: float = DEFAULT_FPRS[0]
-) -> Path:
-    """TPR at ``fpr`` of ``attack`` against ``x`` (gap_acc or gap_loss), coloured by test acc."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    shown = ax.scatter(
-        pts[x],
-        100 * pts[tpr_key(attack, fpr)],
-        c=100 * pts["test_acc"],
-        cmap="viridis",
-        s=18,
-    )
-    fig.colorbar(shown, ax=ax, label="test accuracy (%)")
-    label = {"gap_acc": "train - test accuracy", "gap_loss": "test - train loss"}[x]
-    ylabel = f"{attack} TPR at {100 * fpr:g}% FPR (%)"
-    ax.set(xlabel=label, ylabel=ylabel, title=f"{len(pts)} audited models")
-    return save_figure(fig, path)
-
-
 def compare(
     settings: MlflowSettings,
     attacks: Sequence[str],
@@ -211,10 +181,8 @@ def compare(
     table.to_csv(output_dir / "compare.csv", index=False)
     pts.to_csv(output_dir / "points.csv", index=False)
     (output_dir / "compare.md").write_text(markdown(table, attacks, fpr))
-    for a in attacks:
-        if tpr_key(a, fpr) in pts:
-            for x in ("gap_acc", "gap_loss"):
-                scatter(pts, a, x, output_dir / f"tpr_vs_{x}_{a}.png", fpr)
+    for name, fig in scatters(pts, attacks, fpr).items():
+        fig.savefig(output_dir / name, dpi=120)
     if log:
         run = client.create_run(exp_ids[0], run_name="compare", tags={"mia.compare": "true"})
         client.log_artifacts(run.info.run_id, str(output_dir))

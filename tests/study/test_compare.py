@@ -86,7 +86,9 @@ def test_notebook_runs_top_to_bottom(store, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), "compare.ipynb", "exec"), namespace)
     assert len(namespace["table"]) == 2
-    assert all(Path(p).exists() for p in namespace["figures"])
+    assert set(namespace["figures"]) == {
+        f"tpr_vs_{x}_{a}.png" for a in ("lira_online", "loss") for x in ("gap_acc", "gap_loss")
+    }
 
 
 @pytest.mark.slow
@@ -142,3 +144,22 @@ def test_recipe_table_pools_gmia_precision_over_targets():
     assert table["gmia_direct/num_predicted"].tolist() == [4.0]
     assert table["gmia_direct/precision"].tolist() == pytest.approx([0.5])  # 2 hits / 4
     assert "| 4 | 0.500 |" in markdown(table, ["gmia_direct"])
+
+
+def test_scatter_has_one_colour_and_legend_entry_per_recipe():
+    from mia_bench.study.compare import scatter
+
+    pts = pd.DataFrame(
+        {
+            "group": ["plain", "plain", "dropout", "dropout", "dropout"],
+            "references": ["plain", "plain", "dropout", "dropout", "plain"],
+            "gap_acc": [0.2, 0.3, 0.05, 0.06, 0.05],
+            "loss/tpr_at_fpr_0.001": [0.02, 0.03, 0.001, 0.0, 0.002],
+        }
+    )
+    ax = scatter(pts, "loss", "gap_acc").axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["dropout", "dropout (references: plain)", "plain"]
+    colours = {tuple(c.get_facecolor()[0]) for c in ax.collections}
+    assert len(ax.collections) == 3 and len(colours) == 3
+    assert [len(c.get_offsets()) for c in ax.collections] == [2, 1, 2]
