@@ -14,8 +14,6 @@ from mia_bench.store.database import open_store
 from mia_bench.store.groups import client_and_experiment
 from mia_bench.store.runs import MlflowSettings, experiment_id
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
 def test_compare_table_scatter_and_mlflow_run(audited_store, monkeypatch):
@@ -43,21 +41,6 @@ def test_compare_table_scatter_and_mlflow_run(audited_store, monkeypatch):
         assert (audited_store / "out" / name).stat().st_size > 1000
     assert "| plain | plain |" in (audited_store / "out" / "compare.md").read_text()
     assert client.search_runs([exp_id], "tags.`mia.compare` = 'true'")
-
-
-@pytest.mark.slow
-def test_notebook_runs_top_to_bottom(audited_store, monkeypatch):
-    monkeypatch.chdir(audited_store)
-    monkeypatch.setenv("MIA_ATTACKS", "loss,lira_online")
-    notebook = json.loads((REPO / "notebooks" / "compare.ipynb").read_text())
-    namespace: dict = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "compare.ipynb", "exec"), namespace)
-    assert len(namespace["table"]) == 2
-    assert set(namespace["figures"]) == {
-        f"tpr_vs_{x}_{a}.png" for a in ("lira_online", "loss") for x in ("gap_acc", "gap_loss")
-    }
 
 
 @pytest.mark.slow
