@@ -29,3 +29,34 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run the test inside an empty folder (mlruns/ lands there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# Two recipes of 4 tiny digits MLPs each (2 epochs), audited leave-one-out on 3 targets.
+AUDITED_GROUPS = {"plain": [], "dropout": ["--model.net.init_args.dropout=0.5"]}
+AUDITED_ATTACKS = "loss,lira_online"
+TINY_GROUP = [
+    "--data.num_runs=4",
+    "--trainer.max_epochs=2",
+    "--model.net.init_args.hidden=[32]",
+    "--data.batch_size=128",
+]
+
+
+@pytest.fixture(scope="session")
+def audited_store(tmp_path_factory) -> Path:
+    """A folder whose ``mlruns/`` holds the audited groups of ``AUDITED_GROUPS``.
+
+    Built once per session (tests of compare and of the notebook share it); the audit
+    documents are ``<folder>/<group>.json``.
+    """
+    from mia_bench.cli import main
+
+    folder = tmp_path_factory.mktemp("audited")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        for group, extra in AUDITED_GROUPS.items():
+            fleet = ["fleet", "--runs", "0:4", "--workers", "2", "--group", group]
+            assert main([*fleet, *TINY_GROUP, *extra]) == 0
+            audit = ["audit", "--group", group, "--targets", "3", "--output", f"{group}.json"]
+            assert main([*audit, "--attacks", AUDITED_ATTACKS]) == 0
+    return folder

@@ -82,6 +82,27 @@ def store_exists(tracking_uri: str) -> bool:
     return _sqlite_path(sqlite_uri(tracking_uri)).is_file()
 
 
+def find_store(tracking_uri: str, search_parents: bool = True) -> str | None:
+    """The URI of the existing store that ``tracking_uri`` names, or None; nothing is created.
+
+    A relative SQLite path (``sqlite:///mlruns/mlflow.db``) is looked for in the current
+    folder and, with ``search_parents``, in each folder above it (a notebook run from
+    ``notebooks/`` finds the project's store). Other URIs are returned as given.
+
+    >>> find_store("sqlite:////nowhere/mlflow.db"), find_store("http://host:5000")
+    (None, 'http://host:5000')
+    """
+    if not tracking_uri.startswith(SQLITE):
+        return tracking_uri
+    path, _, query = tracking_uri[len(SQLITE) :].partition("?")
+    here = Path.cwd()
+    upwards = search_parents and not Path(path).is_absolute()
+    for folder in [here, *here.parents] if upwards else [here]:
+        if (folder / path).is_file():  # an absolute path stays itself
+            return sqlite_uri(f"{SQLITE}{folder / path}" + (f"?{query}" if query else ""))
+    return None
+
+
 def _sqlite_path(uri: str) -> Path:
     return Path(uri[len(SQLITE) :].partition("?")[0])
 

@@ -7,28 +7,32 @@ generalization gap, and writes
 * a recipe table (one row per audit: train/test accuracy, gap, and AUC and TPR at the
   chosen FPR, ``--fpr``, default 0.1%, per attack with the spread over targets) as
   markdown and CSV;
-* scatters of that TPR against the train-test accuracy gap and the loss gap,
-  coloured by test accuracy, one point per audited target (Rahmani et al. 2026, Figs. 5-7).
+* scatters of that TPR against the train-test accuracy gap and the loss gap, one colour
+  per recipe, one point per audited target (:mod:`mia_bench.study.compare_plots`).
+
+:func:`open_study` (``notebooks/compare.ipynb``) finds the store without creating one and
+says why there is nothing to compare yet (no store, experiment, runs or audits) and what to run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mia_bench.errors import UserError
+from mia_bench.metrics import DEFAULT_FPRS
+from mia_bench.store.database import SQLITE, find_store
+from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri
+from mia_bench.study.compare_plots import scatter, scatters, tpr_key
 
-from mia_bench.errors import UserError  # noqa: E402
-from mia_bench.metrics import DEFAULT_FPRS  # noqa: E402
-from mia_bench.plots import save_figure  # noqa: E402
-from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri  # noqa: E402
+__all__ = ["load_audits", "open_study", "points", "recipe_table", "scatter", "scatters", "tpr_key"]
 
 RUN_METRICS = {
     "train_acc": "train/acc",
@@ -36,6 +40,7 @@ RUN_METRICS = {
     "gap_acc": "gap/acc",
     "gap_loss": "gap/loss",
 }
+POINT_IDS = ("group", "references", "run_index", "run_id", "epoch")
 
 
 def load_audits(
@@ -81,30 +86,16 @@ def points(client: MlflowClient, audits: Sequence[dict], all_epochs: bool = Fals
                 if run_id is None:  # a checkpoint audit: no target run to read accuracy from
                     continue
                 epoch = view.get("target_epochs", {}).get(index, view["epoch"])
-                row = {
-                    "group": doc["group"],
-                    "references": doc["references"],
-                    "run_index": int(index),
-                    "run_id": run_id,
-                    "epoch": epoch,
-                }
+                ids = (doc["group"], doc["references"], int(index), run_id, epoch)
+                row = dict(zip(POINT_IDS, ids, strict=True))
                 row |= {k: history.at(run_id, m, epoch) for k, m in RUN_METRICS.items()}
                 rows.append(row | metrics)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*POINT_IDS, *RUN_METRICS])
 
 
 GMIA_PREDICTED = "gmia_direct/num_predicted"
 GMIA_PRECISION = "gmia_direct/precision"
 GMIA_HITS = "gmia_direct/hits"
-
-
-def tpr_key(attack: str, fpr: float) -> str:
-    """The name of an attack's TPR at ``fpr`` in an audit's per-target metrics.
-
-    >>> tpr_key("loss", 0.001)
-    'loss/tpr_at_fpr_0.001'
-    """
-    return f"{attack}/tpr_at_fpr_{fpr:g}"
 
 
 def recipe_table(
@@ -118,7 +109,7 @@ def recipe_table(
     if "epoch" in pts:  # with all_epochs points, the table keeps each target's last epoch
         last = pts.groupby(["group", "references", "run_index"])["epoch"].transform("max")
         pts = pts[pts["epoch"] == last]
-    cols = {k: "mean" for k in RUN_METRICS}
+    cols = {k: ["mean"] for k in RUN_METRICS}  # lists: always (metric, statistic) columns
     for a in attacks:
         for key in (f"{a}/auc", tpr_key(a, fpr)):
             if key in pts:
@@ -164,23 +155,106 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_F
     return "\n".join(lines) + "\n"
 
 
-def scatter(
-    pts: pd.DataFrame, attack: str, x: str, path: Path, fpr: float = DEFAULT_FPRS[0]
-) -> Path:
-    """TPR at ``fpr`` of ``attack`` against ``x`` (gap_acc or gap_loss), coloured by test acc."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    shown = ax.scatter(
-        pts[x],
-        100 * pts[tpr_key(attack, fpr)],
-        c=100 * pts["test_acc"],
-        cmap="viridis",
-        s=18,
+TRACKING_ENV = "MIA_TRACKING_URI"
+QUICKSTART = "-c lightning_configs/quickstart.yaml --group G --data.num_runs 8"
+TRAIN = (
+    f"train a group of runs of one recipe (`mia-bench fit {QUICKSTART} --data.run_index I` "
+    f"for each I in 0..7, or all at once: `mia-bench fleet {QUICKSTART} --runs 0:8`)"
+)
+
+
+def audit_hint(groups: Sequence[str]) -> str:
+    """The commands that audit ``groups`` (``G`` when none is known).
+
+    >>> audit_hint(["a", "b"])
+    '`mia-bench audit --group a`, `mia-bench audit --group b`'
+    """
+    return ", ".join(f"`mia-bench audit --group {g}`" for g in (groups or ["G"]))
+
+
+@dataclass
+class Study:
+    """What :func:`open_study` found: the audits of a store, or why there are none.
+
+    Attributes:
+        message: one sentence: how many audits of which groups were read from which
+            store, or why there is nothing to compare yet and the commands to run.
+        audits: the latest audit document per (audited group, references).
+        client: the store's client (None when no store was found).
+        exp_ids: ids of the experiments read.
+    """
+
+    message: str
+    audits: list[dict] = field(default_factory=list)
+    client: MlflowClient | None = None
+    exp_ids: list[str] = field(default_factory=list)
+
+
+def open_study(
+    tracking_uri: str | None = None,
+    experiments: Sequence[str] = (MlflowSettings.experiment_name,),
+    groups: Sequence[str] | None = None,
+    filter_string: str = "",
+    search_parents: bool = True,
+) -> Study:
+    """The audits of a store, found without creating a store.
+
+    Args:
+        tracking_uri: the store; None: ``$MIA_TRACKING_URI``, else
+            ``sqlite:///mlruns/mlflow.db`` (see :func:`find_store` for relative paths).
+        experiments: names of the experiments to read.
+        groups: only the audits of these groups (None: every audited group).
+        filter_string: an extra MLflow filter on the audit runs.
+        search_parents: look for a relative SQLite path in the folders above too.
+
+    Returns:
+        The audits and a sentence saying what was read, or, with no audits, why (no
+        store, no experiment, no runs, no audits yet) and which commands to run.
+    """
+    given = tracking_uri or os.environ.get(TRACKING_ENV) or MlflowSettings.tracking_uri
+    uri = find_store(given, search_parents)
+    if uri is None:
+        return Study(_no_store(given, search_parents))
+    client = MlflowClient(resolve_tracking_uri(uri))
+    exp_ids = [e.experiment_id for n in experiments if (e := client.get_experiment_by_name(n))]
+    audits = load_audits(client, exp_ids, groups, filter_string)
+    where = f"experiment {', '.join(experiments)} of store {uri.partition('?')[0]}"
+    if audits:
+        audited = sorted({d["group"] for d in audits})
+        many = "audit" if len(audits) == 1 else "audits"
+        message = f"{len(audits)} {many} (groups {', '.join(audited)}) from {where}."
+    else:
+        message = _no_audits(client, exp_ids, where, groups)
+    return Study(message, audits, client, exp_ids)
+
+
+def _no_store(given: str, search_parents: bool) -> str:
+    path = given[len(SQLITE) :].partition("?")[0] if given.startswith(SQLITE) else given
+    above = " or any folder above it" if search_parents and not Path(path).is_absolute() else ""
+    return (
+        f"No MLflow store found: no {path} in {Path.cwd()}{above}. To compare recipes, "
+        f"{TRAIN}, then audit it ({audit_hint([])}); or name your store "
+        f"(${TRACKING_ENV}, the notebook's TRACKING_URI, --mlflow.tracking_uri), "
+        "e.g. sqlite:////home/me/project/mlruns/mlflow.db."
     )
-    fig.colorbar(shown, ax=ax, label="test accuracy (%)")
-    label = {"gap_acc": "train - test accuracy", "gap_loss": "test - train loss"}[x]
-    ylabel = f"{attack} TPR at {100 * fpr:g}% FPR (%)"
-    ax.set(xlabel=label, ylabel=ylabel, title=f"{len(pts)} audited models")
-    return save_figure(fig, path)
+
+
+def _no_audits(
+    client: MlflowClient, exp_ids: list[str], where: str, groups: Sequence[str] | None
+) -> str:
+    if not exp_ids:
+        have = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
+        return f"No {where} (experiments there: {have}): {TRAIN}, then {audit_hint([])}."
+    query = "tags.`mia.group` != ''"
+    runs = client.search_runs(exp_ids, filter_string=query, max_results=1000)
+    trained = sorted({r.data.tags["mia.group"] for r in runs})
+    if not trained:
+        return f"No runs in {where} yet: {TRAIN}, then audit it ({audit_hint([])})."
+    which = f" of groups {', '.join(groups)}" if groups else ""
+    return (
+        f"No audits{which} yet in {where}, which has runs of groups {', '.join(trained)}: "
+        f"audit them with {audit_hint(list(groups or trained))}."
+    )
 
 
 def compare(
@@ -199,24 +273,20 @@ def compare(
     ``all_epochs`` puts every audited checkpoint in the scatters and ``points.csv``;
     ``fpr`` is the FPR whose TPR is tabulated and plotted (one the audits reported).
     """
-    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
     names = experiments or [settings.experiment_name]
-    exp_ids = [e.experiment_id for n in names if (e := client.get_experiment_by_name(n))]
-    audits = load_audits(client, exp_ids, groups, filter_string)
-    if not audits:
-        raise UserError(f"no audit runs found in experiments {names}: run mia-bench audit first")
-    pts = points(client, audits, all_epochs)
+    study = open_study(settings.tracking_uri, names, groups, filter_string, search_parents=False)
+    if not study.audits:  # never a fresh, empty store in a wrong folder
+        raise UserError(study.message)
+    client, pts = study.client, points(study.client, study.audits, all_epochs)
     table = recipe_table(pts, attacks, fpr)
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / "compare.csv", index=False)
     pts.to_csv(output_dir / "points.csv", index=False)
     (output_dir / "compare.md").write_text(markdown(table, attacks, fpr))
-    for a in attacks:
-        if tpr_key(a, fpr) in pts:
-            for x in ("gap_acc", "gap_loss"):
-                scatter(pts, a, x, output_dir / f"tpr_vs_{x}_{a}.png", fpr)
+    for name, fig in scatters(pts, attacks, fpr).items():
+        fig.savefig(output_dir / name, dpi=120)
     if log:
-        run = client.create_run(exp_ids[0], run_name="compare", tags={"mia.compare": "true"})
+        run = client.create_run(study.exp_ids[0], run_name="compare", tags={"mia.compare": "true"})
         client.log_artifacts(run.info.run_id, str(output_dir))
         client.set_terminated(run.info.run_id)
     return table
