@@ -156,7 +156,7 @@ def markdown(table: pd.DataFrame, attacks: Sequence[str], fpr: float = DEFAULT_F
 
 
 TRACKING_ENV = "MIA_TRACKING_URI"
-QUICKSTART = "-c lightning_configs/quickstart.yaml --group G --data.num_runs 8"
+QUICKSTART = "-c quickstart --group G --data.num_runs 8"
 TRAIN = (
     f"train a group of runs of one recipe (`mia-bench fit {QUICKSTART} --data.run_index I` "
     f"for each I in 0..7, or all at once: `mia-bench fleet {QUICKSTART} --runs 0:8`)"

@@ -107,7 +107,7 @@ def test_no_store_is_explained_and_never_created(in_tmp, monkeypatch):
     study = open_study()
     assert study.message.startswith("No MLflow store found: no mlruns/mlflow.db in ")
     assert "or any folder above it" in study.message
-    assert "mia-bench fit -c lightning_configs/quickstart.yaml --group G" in study.message
+    assert "mia-bench fit -c quickstart --group G" in study.message
     assert "`mia-bench audit --group G`" in study.message
     assert "$MIA_TRACKING_URI" in study.message
     pts = points(study.client, study.audits)
