@@ -58,7 +58,8 @@ class RunSummary(Callback):
             logger = _mlflow_logger(trainer)
             if logger is not None and logger.run_id:
                 tags = logger.experiment.get_run(logger.run_id).data.tags
-            index = tags.get("mia.run_index", getattr(trainer.datamodule, "run_index", None))
+            dm = getattr(trainer, "datamodule", None)
+            index = tags.get("mia.run_index", getattr(dm, "run_index", None))
             group = tags.get("mia.group")
             self._label = "" if index is None else f"run {index}"
             if group:
@@ -94,7 +95,9 @@ class RunSummary(Callback):
         row = self.epochs[epoch]
         parts = [f"{k} {row[k]:.3f}" for k in _SHOWN if k in row]
         prefix = f"{self.label(trainer)}, " if self.label(trainer) else ""
-        line = f"{prefix}epoch {epoch}/{trainer.max_epochs - 1}: " + ", ".join(parts)
+        last = getattr(trainer, "max_epochs", None)
+        of = f"/{last - 1}" if last and last > 0 else ""  # no limit (-1): no last epoch
+        line = f"{prefix}epoch {epoch}{of}: " + ", ".join(parts)
         monitor = _monitor(trainer)
         if monitor is not None and epoch in monitor.history:
             m = monitor.history[epoch].get(monitor.headline, {})
