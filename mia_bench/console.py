@@ -124,20 +124,23 @@ def _mlflow_command() -> str:
 def run_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
     """The MLflow UI address of an experiment's training runs, or of one run.
 
+    ``workflowType=machine_learning`` opens the UI's "Model training" side (MLflow 3
+    starts on its GenAI side).
+
     >>> run_url("http://127.0.0.1:5000", "1", "abc")
-    'http://127.0.0.1:5000/#/experiments/1/runs/abc'
+    'http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning'
     >>> run_url("http://127.0.0.1:5000/", "1")
-    'http://127.0.0.1:5000/#/experiments/1/runs'
+    'http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning'
     """
     page = f"runs/{run_id}" if run_id else "runs"
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/{page}?workflowType=machine_learning"
 
 
 def mlflow_hint(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """How to see a run in the MLflow UI: the command to start it and the run's address.
 
     >>> print(mlflow_hint("http://10.0.0.2:5000", "3", "abc"))
-    see it in MLflow: http://10.0.0.2:5000/#/experiments/3/runs/abc
+    see it in MLflow: http://10.0.0.2:5000/#/experiments/3/runs/abc?workflowType=machine_learning
     """
     if urlparse(tracking_uri).scheme in ("http", "https"):
         return f"see it in MLflow: {run_url(tracking_uri, experiment_id, run_id)}"

@@ -19,7 +19,8 @@ attack, side by side:
 ==================================  ==================================================
 
 An audit run (``mia-bench audit``) logs the mean and spread over its targets the same
-way: ``audit/auc_mean/<attack>``, ``audit/tpr_at_fpr_0.001_std/<attack>``, step = epoch.
+way, each section right after the per-run one: ``mia/auc_mean/<attack>``,
+``mia/auc_std/<attack>``, ``mia/tpr_at_fpr_0.001_mean/<attack>``, step = epoch.
 
 What does not change across a run's epochs is not a metric: the numbers of members and
 non-members scored are the params ``mia.num_members`` and ``mia.num_nonmembers``. The
@@ -58,10 +59,10 @@ def audit_metric_name(key: str, stat: str) -> str:
     """The MLflow name of an audit's statistic of ``<attack>/<measure>``.
 
     >>> audit_metric_name("lira_online/auc", "mean")
-    'audit/auc_mean/lira_online'
+    'mia/auc_mean/lira_online'
     """
     attack, measure = key.rsplit("/", 1)
-    return f"audit/{measure}_{stat}/{attack}"
+    return metric_name(attack, f"{measure}_{stat}")
 
 
 def mlflow_metrics(nested: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

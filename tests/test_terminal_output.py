@@ -56,9 +56,11 @@ def test_mlflow_hint_gives_an_absolute_store_and_the_run_address(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     hint = mlflow_hint("sqlite:///mlruns/mlflow.db?timeout=60", "4", "abc")
     assert f"--backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db\n" in hint
-    assert hint.endswith("then open http://127.0.0.1:5000/#/experiments/4/runs/abc")
+    assert hint.endswith(
+        "then open http://127.0.0.1:5000/#/experiments/4/runs/abc?workflowType=machine_learning"
+    )
     assert run_url("https://mlflow.example.org/", "4") == (
-        "https://mlflow.example.org/#/experiments/4/runs"
+        "https://mlflow.example.org/#/experiments/4/runs?workflowType=machine_learning"
     )
 
 

@@ -149,7 +149,7 @@ def log_audit_run(
     steps: dict[int, AuditResult],
     folder: Path,
 ) -> str:
-    """An MLflow run holding the audit: metrics ``audit/<measure>_mean|_std/<attack>``
+    """An MLflow run holding the audit: metrics ``mia/<measure>_mean|_std/<attack>``
     (:func:`mia_bench.metric_names.audit_metric_name`; counts and achieved FPRs stay in
     the audit's JSON)."""
     run = client.create_run(exp_id, run_name=f"audit-{tags['mia.audit_of']}", tags=tags)

@@ -72,7 +72,7 @@ def test_audit_writes_json_table_and_mlflow_run(in_group):
     client, exp_id = client_and_experiment(MlflowSettings())
     run = client.get_run(doc["run_id"])
     assert run.data.tags["mia.audit_of"] == "g"
-    assert "audit/auc_mean/lira_online" in run.data.metrics
+    assert "mia/auc_mean/lira_online" in run.data.metrics
     names = {f.path for f in client.list_artifacts(doc["run_id"])}
     assert {"audit.csv", "audit.md", "audit.json", "roc.png"} <= names
 
@@ -109,7 +109,7 @@ def test_audit_every_epoch_logs_a_step_per_epoch(in_group):
     ]
     assert len(rows) == 3 and "loss TPR@0.1%" in doc["epochs_markdown"]
     client, _ = client_and_experiment(MlflowSettings())
-    steps = [m.step for m in client.get_metric_history(doc["run_id"], "audit/auc_mean/loss")]
+    steps = [m.step for m in client.get_metric_history(doc["run_id"], "mia/auc_mean/loss")]
     assert sorted(steps) == [0, 1, 2]
 
 
