@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Screenshots of the MLflow UI after the quickstart and after a small compare, taken with
-# headless Chromium (Debian's `chromium`): bash docs/screenshots/take.sh [WORKDIR]
+# headless Chromium (Debian's `chromium`, driven by playwright, which downloads nothing):
+#   python3 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright
+#   PW=/tmp/pw/bin/python bash docs/screenshots/take.sh [WORKDIR]
 # Writes docs/screenshots/*.png; every server it starts listens on 127.0.0.1 and is stopped.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -17,7 +19,7 @@ for recipe in none dropout; do
   extra=(); [ "$recipe" = dropout ] && extra=(-c defense/dropout)
   "$bin/mia-bench" fleet --runs 0:2 --workers 1 -c quickstart "${extra[@]}" \
     --group "digits_$recipe" --trainer.max_epochs 10 > "fleet_$recipe.txt"
-  "$bin/mia-bench" audit --group "digits_$recipe" --targets 2 \
+  [ -s "audit_$recipe.txt" ] || "$bin/mia-bench" audit --group "digits_$recipe" --targets 2 \
     --attacks loss,confidence > "audit_$recipe.txt"
 done
 "$bin/mia-bench" compare > compare.txt || true
@@ -39,12 +41,10 @@ EOF
 )
 read -r exp run_id <<< "$run"
 base="http://127.0.0.1:$port"
-shot() {  # name url
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1100 \
-    --virtual-time-budget=20000 --screenshot="$out/$1.png" "$2" 2> /dev/null
-}
-shot first_page "$base/"
-shot run_charts "$base/#/experiments/$exp/runs/$run_id/model-metrics"
-shot run_figure "$base/#/experiments/$exp/runs/$run_id/artifacts/mia_vs_epoch.png"
-shot training_runs "$base/#/experiments/$exp/runs?compareRunsMode=CHART"
+ml="workflowType=machine_learning"
+"${PW:-python3}" "$repo/docs/screenshots/shoot.py" "$out" \
+  "first_page=$base/" \
+  "run_charts=$base/#/experiments/$exp/runs/$run_id/model-metrics?$ml" \
+  "run_figure=$base/#/experiments/$exp/runs/$run_id/artifacts/mia_vs_epoch.png?$ml" \
+  "training_runs=$base/#/experiments/$exp/runs?compareRunsMode=CHART&$ml"
 echo "screenshots in $out; outputs in $work"
