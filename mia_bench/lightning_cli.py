@@ -3,7 +3,10 @@
 ``mia-bench fit -c lightning_configs/quickstart.yaml`` trains one run of a group; the
 ``SignalRecorder`` (``--signals.*``), ``AttackMonitor`` (``--attacks.*``) and
 ``PropertyMonitor`` (``--properties.*``, idle until property names are given) callbacks
-are always on, and every run is an MLflow run tagged with its place in the group.
+are always on, and every run is an MLflow run tagged with its place in the group. The
+model is any LightningModule (``--model.class_path my_pkg.MyModule``, see
+``examples/own_module``), by default mia-bench's Classifier; the data any
+MembershipDataModule (``DatasetMembership`` around a Dataset of one's own).
 """
 
 from __future__ import annotations
