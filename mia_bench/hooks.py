@@ -9,6 +9,26 @@ import torch
 from torch import nn
 
 
+def signal_net(module: nn.Module) -> nn.Module:
+    """The module signals are computed through, whose module paths name the layers.
+
+    A module with a ``net`` (mia-bench's Classifier) is queried through that net, so
+    layer names are paths inside it (``embedding``, ``layer1.0``) and a compiled
+    Classifier is recorded uncompiled; opacus' ``GradSampleModule`` is unwrapped. Any
+    other LightningModule is queried through its own ``forward``, its layers named by
+    its module paths.
+
+    >>> class Holder(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.net = nn.Linear(2, 2)
+    >>> type(signal_net(Holder())).__name__, type(signal_net(nn.ReLU())).__name__
+    ('Linear', 'ReLU')
+    """
+    net = getattr(module, "net", module)
+    return getattr(net, "_module", net)
+
+
 def resolve_layers(module: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
     """Map layer names (module paths such as ``embedding`` or ``layer1.0``) to modules.
 

@@ -3,7 +3,10 @@
 ``mia-bench fit -c lightning_configs/quickstart.yaml`` trains one run of a group; the
 ``SignalRecorder`` (``--signals.*``), ``AttackMonitor`` (``--attacks.*``) and
 ``PropertyMonitor`` (``--properties.*``, idle until property names are given) callbacks
-are always on, and every run is an MLflow run tagged with its place in the group.
+are always on, and every run is an MLflow run tagged with its place in the group. The
+model is any LightningModule (``--model.class_path my_pkg.MyModule``, see
+``examples/own_module``), by default mia-bench's Classifier; the data any
+MembershipDataModule (``DatasetMembership`` around a Dataset of one's own).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
-from lightning.pytorch import seed_everything  # noqa: E402
+from lightning.pytorch import LightningModule, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks.progress import ProgressBar as ProgressBarBase  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import MLFlowLogger  # noqa: E402
@@ -31,8 +34,7 @@ from mia_bench.callbacks import (  # noqa: E402
 )
 from mia_bench.callbacks.run_summary import ProgressBar  # noqa: E402
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
-from mia_bench.checks import check_fit_config, check_layers  # noqa: E402
-from mia_bench.classifier import Classifier  # noqa: E402
+from mia_bench.checks import check_fit_config, check_recording  # noqa: E402
 from mia_bench.config_files import resolve_configs  # noqa: E402
 from mia_bench.console import on_terminal  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
@@ -49,7 +51,9 @@ from mia_bench.store.checkpoints import (  # noqa: E402
 from mia_bench.store.leases import release_held  # noqa: E402
 from mia_bench.store.retention import CheckpointRetention  # noqa: E402
 from mia_bench.store.runs import (  # noqa: E402
+    LINKED_MODEL_ARGS,
     MlflowSettings,
+    canonical_config,
     config_fingerprint,
     resolve_tracking_uri,
 )
@@ -72,7 +76,9 @@ class MlflowSaveConfig(SaveConfigCallback):
 
 
 def config_params(config: Any) -> dict[str, str]:
-    """The resolved config as flat ``cfg.<key>`` params (None values left out)."""
+    """The resolved config as flat ``cfg.<key>`` params (None values left out), in its
+    :func:`~mia_bench.store.runs.canonical_config` form (``cfg.model.net.class_path``)."""
+    config = canonical_config(config)
     flat = config.clone().as_flat() if hasattr(config, "as_flat") else config
     out = {}
     for key, value in vars(flat).items():
@@ -130,8 +136,8 @@ class MiaCLI(LightningCLI):
         parser.add_lightning_class_args(SignalRecorder, "signals")
         parser.add_lightning_class_args(AttackMonitor, "attacks")
         parser.add_lightning_class_args(PropertyMonitor, "properties")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        for name in LINKED_MODEL_ARGS:  # num_classes, input_shape: for models that take them
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then check the design and views before anything is built or seeded."""
@@ -179,7 +185,8 @@ class MiaCLI(LightningCLI):
         init = self._settings()
         if init["signals"].layers is None:  # the layers the attacks and properties use
             init["signals"].layers = layers_needed([init["attacks"], init["properties"]])
-        check_layers(self.model.net, init["signals"].layers)  # before a run is opened
+        recorder = init["signals"]  # the data and model it needs, before a run is opened:
+        check_recording(self.datamodule, self.model, recorder.views, recorder.layers)
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"
         checkpointing = init["trainer"].get("enable_checkpointing") is not False
@@ -194,11 +201,11 @@ class MiaCLI(LightningCLI):
             info["seed"] = self.run_seed
         info |= {"command": self.subcommand or "fit", "fingerprint": self.config_fingerprint()}
         info |= {"precision": str(init["trainer"].get("precision") or "32-true")}
-        info |= self.model.run_settings()  # memory_format, compile
+        info |= getattr(self.model, "run_settings", dict)()  # the Classifier's memory_format...
         if info["command"] == "fit":
-            defense = getattr(self.model, "defense", None)
-            if defense is not None:
-                defense.check_installed()  # a missing extra stops us before the run opens
+            check_installed = getattr(getattr(self.model, "defense", None), "check_installed", None)
+            if check_installed is not None:
+                check_installed()  # a missing extra stops us before the run opens
             self._report_audit_cost(init)
         lease = self.subcommand == "fit"  # leases: fit only
         run_id = open_run(settings, self.group_name(), info, resume=resume, lease=lease)
@@ -277,12 +284,23 @@ class _ConfigFileCLI(_ParseOnlyCLI):
             parser.add_argument(f"--{key}", type=kind, default=None, help="fit's own; ignored")
 
 
+CLASSES: dict[str, Any] = {
+    # any LightningModule (mia_bench.classifier.Classifier by default, see default.yaml)
+    "model_class": LightningModule,
+    "subclass_mode_model": True,
+    "datamodule_class": MembershipDataModule,
+    "subclass_mode_data": True,
+    # no --optimizer/--lr_scheduler: they would replace the model's own optimizer and
+    # skip what a defense makes of it (DP-SGD's); the Classifier has --model.optimizer
+    "auto_configure_optimizers": False,
+}
+"""What every MiaCLI is built with: which model and data classes it accepts."""
+
+
 def parse_only(fit_args: list[str], cli_class: type[MiaCLI] = _ParseOnlyCLI) -> MiaCLI:
     """``cli_class`` (a MiaCLI that runs nothing) over ``mia-bench fit FIT_ARGS``."""
     return cli_class(
-        Classifier,
-        MembershipDataModule,
-        subclass_mode_data=True,
+        **CLASSES,
         save_config_callback=None,
         parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
         args=resolve_configs(fit_args),
@@ -298,7 +316,7 @@ def parse_fit_config(fit_args: list[str]) -> tuple[Any, str]:
 
 def instantiate_from_config(
     config: Path, overrides: Sequence[str] = ()
-) -> tuple[Classifier, MembershipDataModule]:
+) -> tuple[LightningModule, MembershipDataModule]:
     """The model and data module a mia-bench fit config describes.
 
     The file is parsed where it is, so that its relative references (``data:
@@ -334,9 +352,7 @@ def run_lightning_cli(argv: list[str], description: str) -> MiaCLI:
     parser_kwargs["prog"] = "mia-bench"  # also under `python -m mia_bench`
     try:
         return MiaCLI(
-            Classifier,
-            MembershipDataModule,
-            subclass_mode_data=True,
+            **CLASSES,
             save_config_callback=MlflowSaveConfig,
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             parser_kwargs=parser_kwargs,

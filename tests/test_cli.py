@@ -225,3 +225,18 @@ def test_only_the_lightning_subcommands_that_work_are_offered(capsys):
         main(["predict"])
     assert done.value.code == 2
     assert "invalid choice: 'predict'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--optimizer=torch.optim.SGD",  # would replace the model's optimizer, and DP-SGD's
+        "--lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.class_path=mia_bench.data.Digits",  # a model must be a LightningModule
+    ],
+)
+def test_options_that_would_bypass_the_model_are_refused(in_tmp, capsys, flag):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", flag])
+    assert done.value.code == 2
+    assert flag.split("=")[1] in capsys.readouterr().err  # named in jsonargparse's error

@@ -38,7 +38,7 @@ def test_every_config_folder_is_covered():
 def test_top_level_config_parses(path: Path):
     config, group = parse_fit_config(["-c", str(path)])
     assert group == path.stem
-    assert config.model.net.class_path.startswith("mia_bench.nets.")
+    assert config.model.init_args.net.class_path.startswith("mia_bench.nets.")
     assert config.data.class_path.startswith("mia_bench.data.")
 
 
@@ -51,4 +51,4 @@ def test_data_config_parses(path: Path):
 @pytest.mark.parametrize("path", MODELS, ids=_name)
 def test_model_config_parses(path: Path):
     config, _ = parse_fit_config(["--model", str(path)])
-    assert config.model.net.class_path.startswith("mia_bench.nets.")
+    assert config.model.init_args.net.class_path.startswith("mia_bench.nets.")

@@ -79,7 +79,8 @@ def test_every_defense_has_a_config():
 @pytest.mark.parametrize("name", DEFENSE_CONFIGS)
 def test_defense_config_parses_and_keeps_the_base(name):
     config, _ = parse_fit_config(["-c", QUICKSTART, "-c", _defense(name)])
-    model = config.model
+    assert config.model.class_path == "mia_bench.classifier.Classifier"
+    model = config.model.init_args
     assert model.net.class_path == "mia_bench.nets.MLP"
     assert model.net.init_args.hidden == [256, 128]
     assert model.optimizer.class_path == "torch.optim.Adam"

@@ -1,8 +1,12 @@
 """Audit a model that was not trained by a fleet: a checkpoint plus its keep row.
 
-The checkpoint's architecture and data come from a mia-bench config: the one logged
-with the run that wrote the checkpoint (found from ``mlruns/checkpoints/<run_id>/``),
-or one given with ``--config``. Weights are loaded with ``torch.load(weights_only=True)``.
+The checkpoint's model and data come from a mia-bench config: the one logged with the
+run that wrote the checkpoint (found from ``mlruns/checkpoints/<run_id>/``), or one
+given with ``--config``. Its ``model.class_path`` names the model's class, mia-bench's
+Classifier or a LightningModule of the user's (importable where the audit runs), which
+is built from the config and given the checkpoint's weights, loaded with
+``torch.load(weights_only=True)``; signals go through :func:`~mia_bench.hooks.signal_net`
+as while training.
 """
 
 from __future__ import annotations
@@ -16,20 +20,58 @@ from mlflow.tracking import MlflowClient
 
 from mia_bench.callbacks.signal_recorder import compute_signals
 from mia_bench.errors import UserError
+from mia_bench.hooks import signal_net
 from mia_bench.store.artifacts import EpochSignals, read_npy
 
+CHECKPOINT_INPUTS = {
+    "config.yaml": "--config (a mia-bench fit config naming the model's class and its data)",
+    "keep.npy": "--keep (a .npy bool[N] keep row)",
+}
 
-def config_of_run(client: MlflowClient, checkpoint: Path) -> tuple[Path, Path] | None:
-    """(config.yaml, keep.npy) of the MLflow run whose checkpoint folder holds ``checkpoint``."""
+
+def config_of_run(client: MlflowClient, checkpoint: Path) -> tuple[Path | None, Path | None] | None:
+    """``(config.yaml, keep.npy)`` of the MLflow run whose checkpoint folder holds
+    ``checkpoint``, downloaded; None when the folder is no run's.
+
+    A path is None when the run lacks that artifact (a run of a plain
+    ``lightning.Trainer`` logs no ``config.yaml``).
+    """
     run_id = checkpoint.resolve().parent.name
     try:
         client.get_run(run_id)
     except Exception:  # noqa: BLE001 - any lookup failure means "not a mia-bench run"
         return None
     folder = Path(tempfile.mkdtemp(prefix="mia-audit-"))
-    config = Path(client.download_artifacts(run_id, "config.yaml", str(folder)))
-    keep = Path(client.download_artifacts(run_id, "keep.npy", str(folder)))
+    logged = {p.path for p in client.list_artifacts(run_id)}
+    config, keep = (
+        Path(client.download_artifacts(run_id, name, str(folder))) if name in logged else None
+        for name in CHECKPOINT_INPUTS
+    )
     return config, keep
+
+
+def config_and_keep(
+    client: MlflowClient, checkpoint: Path, config: Path | None, keep: Path | None
+) -> tuple[Path, Path]:
+    """``--config`` and ``--keep``, each by default the artifact of the checkpoint's run.
+
+    Raises:
+        UserError: one is neither given nor logged with the run, named with its flag.
+    """
+    found = config_of_run(client, checkpoint) if config is None or keep is None else None
+    logged_config, logged_keep = found or (None, None)
+    config, keep = config or logged_config, keep or logged_keep
+    paths = dict(zip(CHECKPOINT_INPUTS, (config, keep), strict=True))
+    missing = [name for name, path in paths.items() if path is None]
+    if not missing:
+        return config, keep
+    where = (
+        f"{checkpoint} is not in a mia-bench run's checkpoint folder"
+        if found is None
+        else f"the MLflow run of {checkpoint} logged no {' nor '.join(missing)}"
+    )
+    flags = " and ".join(CHECKPOINT_INPUTS[name] for name in missing)
+    raise UserError(f"{where}: pass {flags}")
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Path) -> int:
@@ -56,13 +98,13 @@ def signals_of_checkpoint(
     epoch = load_weights(model, checkpoint)
     data.setup("fit")
     signals = compute_signals(
-        model.net,
+        signal_net(model),
         data.audit_dataloader(),
         data.query_views,
         layers,
         epoch,
         progress=None,
-        memory_format=model.memory_format,
+        memory_format=getattr(model, "memory_format", "contiguous"),
     )
     return signals, data
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mia_bench.attacks import ATTACKS, get_attack
-from mia_bench.audit.checkpoint import config_of_run, load_keep_file, signals_of_checkpoint
+from mia_bench.audit.checkpoint import config_and_keep, load_keep_file, signals_of_checkpoint
 from mia_bench.audit.engine import AuditResult, audit_group, audit_target, needs_of
 from mia_bench.audit.report import (
     epochs_markdown,
@@ -225,17 +225,11 @@ def audit_checkpoint(
     """Attack one model given as a checkpoint, with reference groups; returns the JSON doc.
 
     The config and keep row default to those of the MLflow run that wrote the
-    checkpoint (``mlruns/checkpoints/<run_id>/...``).
+    checkpoint (``mlruns/checkpoints/<run_id>/...``); the config's ``model.class_path``
+    names the model's class (mia-bench's Classifier, or a LightningModule of the user's).
     """
     client, exp_id = client_and_experiment(settings)
-    found = config_of_run(client, checkpoint) if config is None or keep is None else None
-    if (config is None or keep is None) and found is None:
-        raise UserError(
-            f"{checkpoint} is not in a mia-bench run's checkpoint folder: pass --config "
-            "(the fit config of the model) and --keep (a .npy bool[N] keep row)"
-        )
-    config = config or found[0]
-    keep_path = keep or found[1]
+    config, keep_path = config_and_keep(client, checkpoint, config, keep)
     signals, data = signals_of_checkpoint(checkpoint, config, tuple(layers))
     signals = as_stored(signals)  # its statistics as a recorded run's: from float32 logits
     keep_row = load_keep_file(keep_path, data.num_examples)

@@ -20,6 +20,7 @@ from mia_bench.audit.engine import (
     needs_of,
 )
 from mia_bench.callbacks.signal_recorder import SignalRecorder
+from mia_bench.checks import check_membership_data
 from mia_bench.metric_names import mlflow_metrics, mlflow_params
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
@@ -129,6 +130,11 @@ class AttackMonitor(Callback):
     def needs_embeddings(self) -> bool:
         """Whether an attack reads layer embeddings (the SignalRecorder then records them)."""
         return needs_embeddings(self.attacks)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # what the first epoch's attacks need, checked before it
+            find_recorder(trainer)
+            check_membership_data(trainer.datamodule, ("keep",), "AttackMonitor")
 
     def _find_reference_runs(self, trainer: L.Trainer) -> list[GroupRun]:
         logger = _mlflow(trainer)

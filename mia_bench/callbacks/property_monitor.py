@@ -10,6 +10,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from mia_bench.callbacks.attack_monitor import find_recorder
+from mia_bench.checks import check_membership_data
 from mia_bench.plots import plot_layer_depth
 from mia_bench.property_inference import MAX_AUX, MAX_DIM, layer_property_inference
 from mia_bench.store.artifacts import EpochSignals, run_artifact_dir
@@ -79,6 +80,12 @@ class PropertyMonitor(Callback):
     def needs_embeddings(self) -> bool:
         """Whether properties are inferred (from the embeddings the SignalRecorder records)."""
         return bool(self.names)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.names:  # checked before the first epoch
+            find_recorder(trainer)
+            needs = ("keep", "properties", "pool")
+            check_membership_data(trainer.datamodule, needs, "PropertyMonitor")
 
     def _properties(self, trainer: L.Trainer) -> dict[str, np.ndarray]:
         dm = trainer.datamodule

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from mia_bench.acceleration import to_memory_format
 from mia_bench.augment import query_views, resolve_views
 from mia_bench.callbacks.epoch_timer import synchronized_clock
+from mia_bench.checks import check_recording
 from mia_bench.console import tqdm_disable
-from mia_bench.hooks import capture_outputs
+from mia_bench.hooks import capture_outputs, signal_net
 from mia_bench.store.artifacts import (
     EpochSignals,
     as_stored,
@@ -224,6 +225,7 @@ class SignalRecorder(Callback):
             self.layers = layers_needed(trainer.callbacks)
         if stage != "fit":
             return
+        check_recording(trainer.datamodule, pl_module, self.views, self.layers)  # before epoch 0
         self.run_dir = run_artifact_dir(trainer)
         save_keep(self.run_dir, trainer.datamodule.keep)
 
@@ -258,8 +260,7 @@ class SignalRecorder(Callback):
             return self.latest
         dm = trainer.datamodule
         views = self.views or dm.query_views
-        net = getattr(pl_module, "net", pl_module)  # layer names are paths inside the net
-        net = getattr(net, "_module", net)  # unwrap opacus' GradSampleModule
+        net = signal_net(pl_module)  # layer names are paths inside it
         memory_format = getattr(pl_module, "memory_format", "contiguous")
         context = trainer.precision_plugin.forward_context() if self.autocast else nullcontext()
         start = synchronized_clock(pl_module.device)

@@ -3,6 +3,7 @@
 from mia_bench.data.ag_news import AGNews
 from mia_bench.data.celeba import CelebA
 from mia_bench.data.cifar import CIFAR10, CIFAR100, CIFAR10Partial, ImageMembershipDataModule
+from mia_bench.data.dataset_membership import DatasetMembership, pool_of_dataset
 from mia_bench.data.digits import Digits
 from mia_bench.data.imdb import IMDb
 from mia_bench.data.location import Location
@@ -35,6 +36,7 @@ __all__ = [
     "CIFAR100",
     "CIFAR10Partial",
     "CelebA",
+    "DatasetMembership",
     "Digits",
     "IMDb",
     "ImageMembershipDataModule",
@@ -43,6 +45,7 @@ __all__ = [
     "Pool",
     "PoolDataset",
     "Purchase100",
+    "pool_of_dataset",
     "Snacks",
     "SyntheticImages",
     "TabularMembershipDataModule",

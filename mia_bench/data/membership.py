@@ -184,12 +184,14 @@ class MembershipDataModule(L.LightningDataModule):
         A dataset declares here that its loaders can be
         :class:`~mia_bench.data.batches.TensorBatches`: it returns the transform from
         pool rows ``[B, ...]`` to model inputs that gives what the per-example transform
-        gives. The default serves pools with no per-example transform (their rows are
-        the inputs, e.g. tabular features); a pool with one keeps the ``DataLoader``
-        path unless it overrides this (images do).
+        gives. The default serves pools of arrays with no per-example transform (their
+        rows are the inputs, e.g. tabular features); a pool with one keeps the
+        ``DataLoader`` path unless it overrides this (images do), and so does a pool
+        read item by item from a ``Dataset``.
         """
         transform = self.train_transform() if train else self.eval_transform()
-        return keep_rows if transform is None else None
+        rows = isinstance(self.pool.inputs, np.ndarray | torch.Tensor)
+        return keep_rows if transform is None and rows else None
 
     # --- the membership design ---------------------------------------------------
     @property

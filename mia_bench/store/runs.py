@@ -110,12 +110,49 @@ FINGERPRINT_IGNORES = (
 )
 
 
+CLASSIFIER = "mia_bench.classifier.Classifier"  # the default model, see canonical_config
+LINKED_MODEL_ARGS = ("num_classes", "input_shape")  # set from the data by fit's links
+
+
+def canonical_config(config: Any) -> Any:
+    """A resolved config with mia-bench's Classifier written without its class.
+
+    ``model`` may name any LightningModule (``model.class_path``); the default, the
+    Classifier, is written as it was before a model class could be chosen
+    (``model: {net: ..., optimizer: ...}``, without the arguments linked from the data),
+    so the fingerprints and params of its runs stay what they were. A model of another
+    class keeps its ``class_path`` and ``init_args``.
+
+    Args:
+        config: a dict, or a jsonargparse namespace (cloned, never changed in place).
+
+    >>> model = {"class_path": CLASSIFIER, "init_args": {"net": 1, "num_classes": 10}}
+    >>> canonical_config({"model": model})
+    {'model': {'net': 1}}
+    >>> canonical_config({"model": {"class_path": "my.Module", "init_args": {}}})["model"]
+    {'class_path': 'my.Module', 'init_args': {}}
+    """
+    model = config.get("model")
+    if model is None or model.get("class_path") != CLASSIFIER:
+        return config
+    args = model.get("init_args") or {}
+    args = args.clone() if hasattr(args, "clone") else dict(args)
+    for key in LINKED_MODEL_ARGS:
+        args.pop(key, None)
+    if model.get("__path__") is not None:  # the file the model section came from
+        args["__path__"] = model["__path__"]
+    config = config.clone() if hasattr(config, "clone") else dict(config)
+    config["model"] = args
+    return config
+
+
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """A hash of the resolved config of a run, the same for every run of one recipe.
 
     Keys in ``FINGERPRINT_IGNORES`` (the run index, data location, tracking settings,
     the attacks run while training, progress display, device, ``torch.compile``) are
     left out; precision (``trainer.precision``) and ``model.memory_format`` are kept.
+    The config is read in its :func:`canonical_config` form.
 
     >>> a = {"data": {"init_args": {"run_index": 0, "pkeep": 0.5}}, "seed_everything": 1}
     >>> b = {"data": {"init_args": {"run_index": 7, "pkeep": 0.5}}, "seed_everything": 1}
@@ -124,7 +161,9 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     >>> config_fingerprint(a) == config_fingerprint({**a, "seed_everything": 2})
     False
     """
-    kept = _drop(config, "")
+    kept = _drop(canonical_config(config), "")
+    # LightningCLI's --optimizer/--lr_scheduler, turned off (always None): hashed as before
+    kept |= {key: None for key in ("optimizer", "lr_scheduler") if key not in kept}
     text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

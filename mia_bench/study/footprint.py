@@ -25,8 +25,9 @@ import torch
 
 from mia_bench.budget import AuditCost, recorded_epochs, run_audit_cost
 from mia_bench.callbacks.signal_recorder import layers_needed
-from mia_bench.hooks import capture_outputs
+from mia_bench.hooks import capture_outputs, signal_net
 from mia_bench.statistics import RECORDED
+from mia_bench.store.runs import canonical_config
 
 FLOAT32 = 4
 NUM_STATS = len(RECORDED)  # the statistics stored per recorded epoch
@@ -161,13 +162,13 @@ def project_run(config: Any, init: Any) -> tuple[Footprint, AuditCost]:
     epochs = trainer.max_epochs
     kept = init.checkpoints.kept(epochs) if trainer.enable_checkpointing is not False else []
     stripped = len(kept) - 1 if init.checkpoints.weights_only and kept else 0
-    optimizer = config.model.get("optimizer") or {}
+    optimizer = canonical_config(config).model.get("optimizer") or {}  # the Classifier's
     footprint = Footprint(
         pool_size=n,
         num_views=views,
         num_classes=data.num_classes,
         logits_bytes=np.dtype(recorder.logits_dtype).itemsize,
-        layer_dims=layer_dims(init.model.net, data.input_shape, layers),
+        layer_dims=layer_dims(signal_net(init.model), data.input_shape, layers),
         num_recorded=len(recorded_epochs(epochs, recorder.every_n_epochs)),
         num_weights=sum(t.numel() for t in init.model.state_dict().values()),
         state_factor=optimizer_state_factor(

@@ -37,6 +37,7 @@ from mia_bench.classifier import epoch_metrics
 from mia_bench.data.batches import epoch_order, num_batches
 from mia_bench.errors import UserError
 from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, LeaseHeld
+from mia_bench.store.runs import canonical_config
 from mia_bench.store.slots import AlreadyTrained
 from mia_bench.study.pack_optim import StackedOptimizer, unsupported_options
 from mia_bench.study.pack_run import OpenedRun, open_packed_run
@@ -73,7 +74,11 @@ def supports_packing(config) -> str | None:
     'net mia_bench.nets.CNN: packing is for MLPs (others train faster unpacked); train it unpacked'
     """
     config = config.clone().as_dict() if hasattr(config, "as_dict") else dict(config)
+    config = canonical_config(config)
     model, data = config.get("model") or {}, config.get("data") or {}
+    if model.get("class_path"):  # a LightningModule of the user's
+        name = model["class_path"]
+        return f"model {name}: packing is for mia-bench's Classifier; train it unpacked"
     net = model.get("net") or {}
     if net.get("class_path") not in PACKABLE_NETS:
         name = net.get("class_path")

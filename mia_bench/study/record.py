@@ -61,8 +61,11 @@ def record_run_layers(
     client, _ = client_and_experiment(settings)
     checkpoint = checkpoint_of(settings, run, epoch)
     found = config_of_run(client, checkpoint)
-    if found is None:
-        raise ValueError(f"{checkpoint} belongs to no MLflow run of {settings.tracking_uri}")
+    if found is None or found[0] is None:
+        raise ValueError(
+            f"{checkpoint} belongs to no MLflow run of {settings.tracking_uri} that logged "
+            "its config.yaml"
+        )
     signals, _ = signals_of_checkpoint(checkpoint, found[0], tuple(layers))
     recorded = load_signals(run.artifact_dir, epoch)
     gap = float(np.abs(signals.logits[:, 0] - recorded.logits[:, 0]).max())  # plain view

@@ -106,6 +106,7 @@ def test_supports_packing_accepts_the_mlp_recipes():
         (["--model.optimizer=torch.optim.RMSprop"], "optimizer RMSprop"),
         (["--model.optimizer.init_args.amsgrad=true"], "amsgrad=True"),
         (["--trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val"),
+        (["--model.class_path=lightning.LightningModule"], "packing is for mia-bench's Classifier"),
         (
             ["--model.scheduler=torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size=2"],
             "scheduler",
@@ -121,7 +122,7 @@ def test_supports_packing_refuses_cnns_and_augmentations():
     config, _ = parse_fit_config(["-c", "lightning_configs/cifar10_partial_cnn.yaml"])
     assert "packing is for MLPs" in supports_packing(config)
     dict_config = config.clone().as_dict()
-    dict_config["model"]["net"] = {"class_path": "mia_bench.nets.MLP", "init_args": {}}
+    dict_config["model"]["init_args"]["net"] = {"class_path": "mia_bench.nets.MLP", "init_args": {}}
     dict_config["data"]["init_args"]["augment"] = ["crop"]
     assert "augmentations" in supports_packing(dict_config)
 
