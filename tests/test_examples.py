@@ -65,6 +65,7 @@ def _assert_recorded(client, run_id: str) -> None:
     assert load_keep(art).shape == (1797,)
     assert load_signals(art, EPOCHS - 1).logits.shape == (1797, 1, 10)
     assert (art / "roc" / f"epoch_{EPOCHS - 1:03d}.png").stat().st_size > 1000
+    assert (art / "mia_vs_epoch.png").stat().st_size > 1000  # RunSummary's figure
     weights = torch.load(_checkpoint(run_id), map_location="cpu", weights_only=True)
     assert {"body.0.weight", "head.weight"} <= set(weights["state_dict"])  # DigitsMLP's
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 from my_module import DigitsDataset, DigitsMLP
 
-from mia_bench.callbacks import AttackMonitor, SignalRecorder
+from mia_bench.callbacks import AttackMonitor, RunSummary, SignalRecorder
 from mia_bench.data import DatasetMembership
 from mia_bench.store.checkpoints import EpochCheckpoint
 from mia_bench.store.settings import MlflowSettings
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> str:
         callbacks=[
             SignalRecorder(progress=False),  # signals/epoch_XXX.npz and keep.npy
             AttackMonitor(),  # mia/... metrics and roc/epoch_XXX.png
+            RunSummary(),  # a line per epoch, mia_vs_epoch.png, the result table at the end
             EpochCheckpoint(Path(store.checkpoint_dir) / logger.run_id),
         ],
         num_sanity_val_steps=0,
