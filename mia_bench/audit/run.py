@@ -250,6 +250,7 @@ def audit_checkpoint(
         doc["markdown"] = (Path(tmp) / "audit.md").read_text()
         tags = {"mia.audit_of": str(checkpoint), "mia.references": ",".join(references)}
         doc["run_id"] = log_audit_run(client, exp_id, tags, {signals.epoch: result}, Path(tmp))
+        doc["experiment_id"] = exp_id
     doc |= {"checkpoint": str(checkpoint), "references": list(references)}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
