@@ -94,17 +94,29 @@ def copy_tree(source: Path, target: Path, force: bool) -> list[Path]:
     return files
 
 
+_CONFIGS_HELP = (
+    "Copy mia-bench's packaged configs into DIR for editing, or list them. Any command "
+    "also finds them by name: mia-bench fit -c quickstart."
+)
+_NOTEBOOK_HELP = (
+    "Copy the recipe-comparison notebook (compare.ipynb) into DIR. Its libraries: "
+    "pip install 'mia-bench[notebook]'."
+)
+
+
+def _copy_args(prog: str, description: str, default: str, argv: list[str], listing: bool):
+    """The arguments of a command that copies packaged files into DIR."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("dir", nargs="?", default=default, help="default: %(default)s")
+    if listing:
+        parser.add_argument("--list", action="store_true", help="name each config and what it is")
+    parser.add_argument("--force", action="store_true", help="overwrite files already there")
+    return parser.parse_args(argv)
+
+
 def configs_main(argv: list[str]) -> int:
     """``mia-bench configs [DIR]``: copy the packaged configs out, or list them."""
-    parser = argparse.ArgumentParser(
-        prog="mia-bench configs",
-        description="Copy mia-bench's packaged configs into DIR for editing, or list them. "
-        "Any command also finds them by name: mia-bench fit -c quickstart.",
-    )
-    parser.add_argument("dir", nargs="?", default="lightning_configs", help="default: %(default)s")
-    parser.add_argument("--list", action="store_true", help="name each config and what it is")
-    parser.add_argument("--force", action="store_true", help="overwrite files already there")
-    args = parser.parse_args(argv)
+    args = _copy_args("mia-bench configs", _CONFIGS_HELP, "lightning_configs", argv, True)
     if args.list:
         names = packaged_names()
         width = max(map(len, names))
@@ -112,22 +124,14 @@ def configs_main(argv: list[str]) -> int:
             print(f"{name:<{width}}  {_first_comment(PACKAGED / f'{name}.yaml')}")
         return 0
     files = copy_tree(PACKAGED, Path(args.dir), args.force)
-    print(
-        f"copied {len(files)} configs to {args.dir}/: mia-bench fit -c {args.dir}/quickstart.yaml"
-    )
+    quickstart = Path(args.dir) / "quickstart.yaml"
+    print(f"copied {len(files)} configs to {args.dir}/: mia-bench fit -c {quickstart}")
     return 0
 
 
 def notebook_main(argv: list[str]) -> int:
     """``mia-bench notebook [DIR]``: copy the comparison notebook out."""
-    parser = argparse.ArgumentParser(
-        prog="mia-bench notebook",
-        description="Copy the recipe-comparison notebook (compare.ipynb) into DIR. Its "
-        "libraries: pip install 'mia-bench[notebook]'.",
-    )
-    parser.add_argument("dir", nargs="?", default=".", help="default: %(default)s")
-    parser.add_argument("--force", action="store_true", help="overwrite a compare.ipynb there")
-    args = parser.parse_args(argv)
+    args = _copy_args("mia-bench notebook", _NOTEBOOK_HELP, ".", argv, False)
     target = Path(args.dir) / NOTEBOOK.name
     if target.exists() and not args.force:
         raise UserError(f"{target} exists: copy into another folder, or pass --force")
