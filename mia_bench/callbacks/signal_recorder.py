@@ -176,7 +176,7 @@ class SignalRecorder(Callback):
             default the datamodule's ``query_views`` (plain, plus
             mirror for images).
         progress: show a progress bar while scoring the pool; None (default): only when
-            stderr is a terminal.
+            stderr is a terminal and the trainer shows no progress bar of its own.
         logits_dtype: ``float32`` or ``float16``, how logits are stored (float16 halves
             them; the sufficient statistics are computed from float32 logits either way,
             so LiRA, RMIA and the calibrated attacks are unchanged; see the README for
@@ -234,6 +234,12 @@ class SignalRecorder(Callback):
         due = records_epoch(trainer.current_epoch, self.every_n_epochs, trainer.max_epochs)
         return due or trainer.should_stop
 
+    def _progress(self, trainer: L.Trainer) -> bool | None:
+        """The pass's bar: by default none beside the trainer's (two live bars tangle)."""
+        if self.progress is None and getattr(trainer, "progress_bar_callback", None) is not None:
+            return False
+        return self.progress
+
     def record_if_due(
         self, trainer: L.Trainer, pl_module: L.LightningModule
     ) -> EpochSignals | None:
@@ -271,7 +277,7 @@ class SignalRecorder(Callback):
                 views,
                 self.layers,
                 epoch,
-                self.progress,
+                self._progress(trainer),
                 memory_format=memory_format,
                 forward_batch_size=self.forward_batch_size,
             )
