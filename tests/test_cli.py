@@ -167,7 +167,10 @@ def test_early_stopping_still_records_and_attacks_the_last_epoch(in_tmp):
 HEAVY = ("torch", "lightning", "mlflow", "transformers", "sklearn", "torchvision")
 
 
-@pytest.mark.parametrize("command", [[], ["fleet"], ["audit"], ["compare"], ["sweep"], ["record"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["fleet"], ["audit"], ["compare"], ["sweep"], ["record"], ["configs"], ["notebook"]],
+)
 def test_help_answers_without_loading_heavy_libraries(command):
     # --help must be instant: no Lightning, MLflow or torch import (they take seconds)
     script = (
