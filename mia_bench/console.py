@@ -35,15 +35,18 @@ class _DropChatter(logging.Filter):
         return not str(record.msg).startswith(self.starts)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """mia-bench's warnings as ``mia-bench: warning: ...``; others as Python shows them."""
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """mia-bench's warnings as ``mia-bench: warning: ...``; others as Python shows them.
+
+    Only the format changes: whoever records warnings (``pytest.warns``,
+    ``warnings.catch_warnings``) still gets them.
+    """
     if not str(filename).startswith(_PACKAGE):
-        _python_show_warning(message, category, filename, lineno, file, line)
-        return
-    print(f"mia-bench: warning: {message}", file=file or sys.stderr, flush=True)
+        return _python_format_warning(message, category, filename, lineno, line)
+    return f"mia-bench: warning: {message}\n"
 
 
-_python_show_warning = warnings.showwarning
+_python_format_warning = warnings.formatwarning
 
 
 def quiet_libraries() -> None:
@@ -60,7 +63,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
 
 
 def on_terminal(stream=None) -> bool:

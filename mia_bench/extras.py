@@ -16,6 +16,7 @@ and cutout augmentations, audits and studies) needs none of them. The extras of
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 
 from mia_bench.errors import MissingExtraError
@@ -55,3 +56,24 @@ def require(module: str, extra: str, what: str, instead: str | None = None) -> M
         alternative = f", or {instead}" if instead else ""
         message = f"{what} needs {package}: pip install 'mia-bench[{extra}]'{alternative}"
         raise MissingExtraError(message, name=package) from err
+
+
+_MESSAGE = re.compile(r" needs \S+: pip install 'mia-bench\[[\w,]+\]'")
+
+
+def missing_extra_in(err: BaseException) -> MissingExtraError | None:
+    """The :func:`require` error inside another library's error, or None.
+
+    jsonargparse reports a class that failed to build inside a many-line message (every
+    type it tried); the line :func:`require` wrote is all a user needs.
+
+    >>> missing_extra_in(ValueError("Errors:\\n  - the BERT net needs transformers: "
+    ...                             "pip install 'mia-bench[text]'\\n  - Expected None"))
+    MissingExtraError("the BERT net needs transformers: pip install 'mia-bench[text]'")
+    >>> missing_extra_in(ValueError("something else")) is None
+    True
+    """
+    for line in str(err).splitlines():
+        if _MESSAGE.search(line):
+            return MissingExtraError(line.strip().lstrip("- "))
+    return None

@@ -39,6 +39,7 @@ from mia_bench.config_files import resolve_configs  # noqa: E402
 from mia_bench.console import on_terminal  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
 from mia_bench.errors import UserError  # noqa: E402
+from mia_bench.extras import missing_extra_in  # noqa: E402
 from mia_bench.help_cache import SUBCOMMANDS, warm_help  # noqa: E402
 from mia_bench.store.artifacts import local_artifact_dir  # noqa: E402
 from mia_bench.store.checkpoints import (  # noqa: E402
@@ -144,7 +145,19 @@ class MiaCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         warm_help(parser)  # the next `fit --help` answers from the cache
-        check_fit_config(self.config[subcommand] if subcommand else self.config)
+        config = self.config[subcommand] if subcommand else self.config
+        _restore_nulls(config.get("model"))
+        check_fit_config(config)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, with a missing extra said in its one line (jsonargparse wraps it)."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            missing = missing_extra_in(err)
+            if missing is None:
+                raise
+            raise missing from err
 
     def _set_seed(self) -> None:
         """Seed each run with ``seed_everything + run_index``.
@@ -256,6 +269,20 @@ class MiaCLI(LightningCLI):
         run_dir = local_artifact_dir(run.info.artifact_uri)
         discard_after(run_dir, checkpoints, epoch)
         return None if path is None else str(path)
+
+
+def _restore_nulls(node: Any) -> None:
+    """``null`` given on the command line inside the model's nested classes
+    (``--model.net.init_args.pretrained=null``) back to None: with the model in subclass
+    mode, jsonargparse 4.53 parses it as the string ``'None'`` (a YAML file's null stays
+    None)."""
+    if node is None or not hasattr(node, "items"):
+        return
+    for key, value in list(node.items()):
+        if value == "None":
+            node[key] = None
+        elif hasattr(value, "items"):
+            _restore_nulls(value)
 
 
 def _progress_bar(trainer: dict[str, Any], callbacks: list) -> bool:

@@ -256,12 +256,14 @@ def names(extras: list[str], groups: dict[str, list[str]]) -> set[str]:
 
 def test_extras_are_what_the_package_promises() -> None:
     groups = declared()
-    optional = ["text", "dp", "augment", "bert", "hub"]
+    libraries = ["text", "dp", "augment", "bert", "hub"]
+    optional = [*libraries, "notebook"]
     assert set(groups) == {"", *optional, "all", "test"}
     assert names(["all"], groups) == names(optional, groups)
     assert names(["text", "dp", "augment", "bert"], groups) <= names(["test"], groups)
+    assert {"nbclient", "nbformat", "ipykernel"} <= names(["test"], groups)  # the notebook test
     assert not names([], groups) & {"transformers", "opacus", "albumentations", "datasets"}
-    assert names(optional, groups) - names([], groups) <= set(HIDDEN)  # hidden above
+    assert names(libraries, groups) - names([], groups) <= set(HIDDEN)  # hidden above
 
 
 def test_installed_versions_satisfy_the_declared_bounds() -> None:
