@@ -34,7 +34,7 @@ from mia_bench.callbacks import (  # noqa: E402
 )
 from mia_bench.callbacks.run_summary import ProgressBar  # noqa: E402
 from mia_bench.callbacks.signal_recorder import layers_needed  # noqa: E402
-from mia_bench.checks import check_fit_config, check_recording  # noqa: E402
+from mia_bench.checks import check_fit_config  # noqa: E402
 from mia_bench.config_files import resolve_configs  # noqa: E402
 from mia_bench.console import on_terminal  # noqa: E402
 from mia_bench.data.membership import MembershipDataModule  # noqa: E402
@@ -198,8 +198,7 @@ class MiaCLI(LightningCLI):
         init = self._settings()
         if init["signals"].layers is None:  # the layers the attacks and properties use
             init["signals"].layers = layers_needed([init["attacks"], init["properties"]])
-        recorder = init["signals"]  # the data and model it needs, before a run is opened:
-        check_recording(self.datamodule, self.model, recorder.views, recorder.layers)
+        init["signals"].check(self.datamodule, self.model)  # before a run is opened
         settings: MlflowSettings = init["mlflow"]
         resume = init.get("ckpt_path") == "last"
         checkpointing = init["trainer"].get("enable_checkpointing") is not False

@@ -24,7 +24,7 @@ from mia_bench.checks import check_membership_data
 from mia_bench.metric_names import mlflow_metrics, mlflow_params
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
-from mia_bench.store.artifacts import EpochSignals, atomic_write, run_artifact_dir
+from mia_bench.store.artifacts import EpochSignals, atomic_write
 from mia_bench.store.groups import GroupRun, group_runs
 from mia_bench.store.references import (
     ReferenceNeeds,
@@ -223,9 +223,8 @@ class AttackMonitor(Callback):
     def _write_history(self, trainer: L.Trainer) -> None:
         """Every attacked epoch's numbers as the run artifact ``mia/history.json``."""
         text = json.dumps({str(e): m for e, m in sorted(self.history.items())}, indent=1)
-        atomic_write(
-            run_artifact_dir(trainer) / "mia" / "history.json", lambda f: f.write(text.encode())
-        )
+        path = find_recorder(trainer).artifact_dir(trainer) / "mia" / "history.json"
+        atomic_write(path, lambda f: f.write(text.encode()))
 
     def state_dict(self) -> dict:
         """The attacked epochs' numbers: a resumed run keeps its whole history."""
@@ -242,14 +241,15 @@ class AttackMonitor(Callback):
             self._attack(trainer, recorder.latest)
         if not (self.plot and self.last_scores):
             return
+        folder = recorder.artifact_dir(trainer)
         if self.depth_curves:
             plot_layer_depth(
                 self.depth_curves,
-                run_artifact_dir(trainer) / "mia_depth.png",
+                folder / "mia_depth.png",
                 ylabel="membership AUC (nn_embedding)",
                 title="membership leakage by layer depth",
             )
-        path = run_artifact_dir(trainer) / "roc" / f"epoch_{self.last_epoch:03d}.png"
+        path = folder / "roc" / f"epoch_{self.last_epoch:03d}.png"
         plot_roc(
             self.last_scores,
             trainer.datamodule.keep,

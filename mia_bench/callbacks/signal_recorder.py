@@ -219,15 +219,28 @@ class SignalRecorder(Callback):
         self.latest: EpochSignals | None = None
         self.recorded_epochs: list[int] = []
         self.run_dir: Path | None = None
+        self._checked: tuple[int, int] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.layers is None:
             self.layers = layers_needed(trainer.callbacks)
         if stage != "fit":
             return
-        check_recording(trainer.datamodule, pl_module, self.views, self.layers)  # before epoch 0
-        self.run_dir = run_artifact_dir(trainer)
-        save_keep(self.run_dir, trainer.datamodule.keep)
+        self.check(trainer.datamodule, pl_module)  # before epoch 0
+        save_keep(self.artifact_dir(trainer), trainer.datamodule.keep)
+
+    def check(self, datamodule: Any, module: torch.nn.Module) -> None:
+        """What recording needs of the data and model (:func:`check_recording`), once per
+        pair: ``mia-bench fit`` checks before it opens its run, ``setup`` does not redo it."""
+        if self._checked != (id(datamodule), id(module)):
+            check_recording(datamodule, module, self.views, self.layers)
+            self._checked = (id(datamodule), id(module))
+
+    def artifact_dir(self, trainer: L.Trainer) -> Path:
+        """The run's artifact folder, looked up in MLflow once."""
+        if self.run_dir is None:
+            self.run_dir = run_artifact_dir(trainer)
+        return self.run_dir
 
     def is_due(self, trainer: L.Trainer) -> bool:
         """Whether this epoch's signals should be recorded."""
@@ -284,9 +297,7 @@ class SignalRecorder(Callback):
         seconds = synchronized_clock(pl_module.device) - start
         log_epoch_metrics(trainer, {"time/signals_s": seconds}, epoch=epoch)
         signals = as_stored(signals, self.logits_dtype)  # as an audit will read them
-        if self.run_dir is None:
-            self.run_dir = run_artifact_dir(trainer)
-        save_signals(self.run_dir, signals)
+        save_signals(self.artifact_dir(trainer), signals)
         self.latest = signals
         self.recorded_epochs.append(epoch)
         return signals
