@@ -101,6 +101,7 @@ def fleet_main(argv: list[str]) -> int:
         "workers may share one): auto (every visible GPU), none, or a list like 0,1",
     )
     parser.add_argument("--group", default=None, help="group name (default: config's name)")
+    add_backend_flags(parser)
     parser.add_argument(
         "--dry-run",
         "--dry_run",
@@ -110,7 +111,7 @@ def fleet_main(argv: list[str]) -> int:
     known, fit_args = parser.parse_known_args(argv)
     from mia_bench.lightning_cli import parse_fit_config
     from mia_bench.store.runs import config_fingerprint
-    from mia_bench.study.fleet import Fleet, gpu_slots, parse_runs, plan
+    from mia_bench.study.fleet import parse_runs, plan
 
     if known.group:
         fit_args += [f"--group={known.group}"]
@@ -132,13 +133,73 @@ def fleet_main(argv: list[str]) -> int:
     fingerprint = config_fingerprint(config.clone().as_dict())
     jobs = plan(settings, group, runs, fingerprint, create=not known.dry_run)
     log_dir = Path(settings.checkpoint_dir).parent / "fleet" / group
-    fleet = Fleet(
-        fit_args, group, known.workers, log_dir, settings, gpu_slots(known.devices), known.pack
-    )
+    fleet = make_fleet(known, fit_args, group, log_dir, settings, fingerprint)
     if known.dry_run:
         print("\n".join(dry_run_report(fit_args, fleet, jobs)))
         return 0
     return 1 if fleet.run(jobs) else 0
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and the ``--ray.*`` / ``--submitit.*`` settings of ``mia-bench fleet``."""
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray", "submitit"),
+        default="local",
+        help="local: worker processes on this machine (default); ray: a Ray task per run on "
+        "a Ray cluster (pip install 'mia-bench[ray]'); submitit: a SLURM job array "
+        "(pip install 'mia-bench[submitit]')",
+    )
+    for backend, flags in BACKEND_FLAGS.items():
+        group = parser.add_argument_group(f"--backend {backend}")
+        for name, kind, default, text in flags:
+            dest = f"{backend}_{name}"
+            group.add_argument(f"--{backend}.{name}", dest=dest, type=kind, default=default,
+                               help=text)  # fmt: skip
+
+
+BACKEND_FLAGS = {
+    "ray": [
+        ("address", str, None, "the cluster (HOST:6379 or ray://HOST:10001); default: the "
+         "running one Ray finds, else a local one"),
+        ("cpus_per_run", float, 1.0, "CPUs each run's task asks for (and its threads)"),
+        ("gpus_per_run", float, 0.0, "GPUs each run's task asks for; 0.25: 4 runs per GPU"),
+        ("max_retries", int, 3, "retries of a task whose worker or node died (each resumes "
+         "its run); a run that fails by itself is not retried"),
+    ],
+    "submitit": [
+        ("cluster", str, None, "slurm, local or debug; default: slurm where sbatch exists"),
+        ("partition", str, None, "the SLURM partition"),
+        ("timeout_min", int, 240, "time limit of each job in minutes (a job stopped by it "
+         "is requeued and resumes)"),
+        ("cpus_per_run", int, 1, "CPUs of each job (and its threads)"),
+        ("gpus_per_run", int, 0, "GPUs of each job"),
+        ("max_retries", int, 3, "resubmissions of a job that died (each resumes its run)"),
+    ],
+}  # fmt: skip
+
+
+def make_fleet(known: argparse.Namespace, fit_args, group, log_dir, settings, fingerprint):
+    """The fleet ``--backend`` asks for."""
+    from mia_bench.study.fleet import Fleet, gpu_slots
+
+    common = (fit_args, group, known.workers, log_dir, settings)
+    if known.backend == "ray":
+        from mia_bench.study.ray_fleet import RayFleet, RayOptions
+
+        options = RayOptions(
+            known.ray_address, known.ray_cpus_per_run, known.ray_gpus_per_run, known.ray_max_retries
+        )
+        return RayFleet(*common, options=options, fingerprint=fingerprint, pack=known.pack)
+    if known.backend == "submitit":
+        from mia_bench.study.submitit_fleet import SubmititFleet, SubmititOptions
+
+        options = SubmititOptions(
+            known.submitit_cluster, known.submitit_partition, known.submitit_timeout_min,
+            known.submitit_cpus_per_run, known.submitit_gpus_per_run, known.submitit_max_retries,
+        )  # fmt: skip
+        return SubmititFleet(*common, options=options, fingerprint=fingerprint, pack=known.pack)
+    return Fleet(*common, gpu_slots(known.devices), known.pack)
 
 
 def dry_run_report(fit_args: list[str], fleet, jobs: list) -> list[str]:

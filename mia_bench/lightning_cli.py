@@ -46,10 +46,11 @@ from mia_bench.store.checkpoints import (  # noqa: E402
     EpochCheckpoint,
     EpochCommit,
     checkpoint_epoch,
-    discard_after,
-    resume_checkpoint,
+    discard_beyond,
+    newest_checkpoint,
 )
 from mia_bench.store.leases import release_held  # noqa: E402
+from mia_bench.store.remote import mirror_run  # noqa: E402
 from mia_bench.store.retention import CheckpointRetention  # noqa: E402
 from mia_bench.store.runs import (  # noqa: E402
     LINKED_MODEL_ARGS,
@@ -228,8 +229,9 @@ class MiaCLI(LightningCLI):
             log_model=False,
         )
         checkpoints = Path(settings.checkpoint_dir) / run_id
+        mirrors = mirror_run(kwargs["logger"]._tracking_uri, run_id, checkpoints)
         if resume:
-            init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints)
+            init["ckpt_path"] = self._resume_from(kwargs["logger"], checkpoints, mirrors)
         callbacks = list(init["trainer"].get("callbacks") or [])
         keeper = EpochCheckpoint(checkpoints, init["checkpoints"]) if checkpointing else None
         kwargs["callbacks"] = [EpochTimer(), *callbacks, keeper or EpochCommit()]
@@ -251,12 +253,17 @@ class MiaCLI(LightningCLI):
         cost = run_audit_cost(dm.num_examples, members, views, recorder.every_n_epochs, epochs)
         report_audit_cost(cost)
 
-    def _resume_from(self, logger: BufferedMLFlowLogger, checkpoints: Path) -> str | None:
+    def _resume_from(
+        self, logger: BufferedMLFlowLogger, checkpoints: Path, mirrors: tuple | None = None
+    ) -> str | None:
         """The newest complete epoch's checkpoint; what a killed attempt left beyond goes.
 
-        None (train from the start, in the same MLflow run) when no epoch completed.
+        None (train from the start, in the same MLflow run) when no epoch completed. With
+        remote artifacts (``mirrors``), the store's newest checkpoint is fetched when this
+        machine's is older (the run last trained elsewhere), files this machine wrote but
+        did not upload are uploaded, and what lies beyond the epoch goes there too.
         """
-        path = resume_checkpoint(checkpoints)
+        path = newest_checkpoint(checkpoints, mirrors)
         epoch = None if path is None else checkpoint_epoch(path)
         run = logger.experiment.get_run(logger.run_id)
         if path is None and run.data.metrics:  # metrics are committed after a checkpoint
@@ -265,8 +272,8 @@ class MiaCLI(LightningCLI):
                 f"in {checkpoints} (trained with --trainer.enable_checkpointing false?): it "
                 "cannot be resumed; train it anew under another --group"
             )
-        run_dir = local_artifact_dir(run.info.artifact_uri)
-        discard_after(run_dir, checkpoints, epoch)
+        run_dir = local_artifact_dir(run.info.artifact_uri, run.info.run_id)
+        discard_beyond(run_dir, checkpoints, epoch, mirrors)
         return None if path is None else str(path)
 
 

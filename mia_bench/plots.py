@@ -15,11 +15,15 @@ from mia_bench.metrics import auc, roc_curve  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write ``fig`` to ``path`` as a PNG (creating its folder), close it."""
+    """Lay out, write ``fig`` to ``path`` as a PNG (creating its folder, atomically: a
+    reader never sees half a figure), close it."""
+    from mia_bench.store.artifacts import atomic_write
+
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -20,7 +20,7 @@ from mia_bench.audit.report import (
 )
 from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS
-from mia_bench.store.artifacts import as_stored, embedding_path
+from mia_bench.store.artifacts import as_stored
 from mia_bench.store.groups import GroupMembers, client_and_experiment, scan_group
 from mia_bench.store.references import check_same_pool, load_references
 from mia_bench.store.runs import MlflowSettings
@@ -100,7 +100,7 @@ def default_attacks(targets: list, epochs: list[int | str], layers: Sequence[str
 
     def recorded(run, e) -> bool:
         epoch = run.epochs()[-1] if e == "last" else e
-        return all(embedding_path(run.artifact_dir, epoch, layer).is_file() for layer in layers)
+        return all(run.has(f"embeddings/epoch_{epoch:03d}/{layer}.npy") for layer in layers)
 
     if all(recorded(r, e) for r in targets for e in epochs if r.epochs()):
         return every, []
@@ -155,7 +155,10 @@ def run_audit(
     epochs = audit_epochs(members, targets, epoch)
     left_out: list[str] = []
     if attacks:
-        chosen = [get_attack(a) for a in attacks]
+        try:
+            chosen = [get_attack(a) for a in attacks]
+        except ValueError as err:
+            raise UserError(f"--attacks: {err}") from None
     else:
         chosen, left_out = default_attacks(targets, epochs, layers)
     results: dict[int, AuditResult] = {}

@@ -27,6 +27,7 @@ from mia_bench.store.artifacts import (
     save_keep,
     save_signals,
 )
+from mia_bench.store.remote import mirror_of
 from mia_bench.tracking import log_epoch_metrics
 
 # Examples per forward of the signal pass on a GPU, views of a batch together. On CPU the
@@ -307,6 +308,9 @@ class SignalRecorder(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.record_final(trainer, pl_module)
+        stored = mirror_of(self.artifact_dir(trainer))
+        if stored is not None:  # remote artifacts: every file there before the run counts
+            stored.push_missing()
         tag_recorded_epochs(trainer, self.recorded_epochs)
 
     def state_dict(self) -> dict[str, Any]:

@@ -106,8 +106,8 @@ def check_same_training_set(run: GroupRun, datamodule: Any) -> None:
                 f"student has {key}={info[key]}: the teacher must be trained on the same "
                 "pool with the same split (num_runs, pkeep, split_seed)."
             )
-    keep_file = run.artifact_dir / "keep.npy"
-    if keep_file.exists() and not np.array_equal(load_keep(run.artifact_dir), datamodule.keep):
+    keep_file = run.fetch() / "keep.npy"
+    if run.has("keep.npy") and not np.array_equal(load_keep(run.artifact_dir), datamodule.keep):
         raise ValueError(
             f"teacher run {run.run_id} trained on other examples than the student "
             f"(its {keep_file} differs from the student's keep row)."

@@ -36,6 +36,7 @@ from mia_bench.store.epoch_signals import (  # noqa: F401 - EpochSignals is read
     as_stored,
     check_logits_dtype,
 )
+from mia_bench.store.remote import Mirror, cache_dir, is_local, register, uploaded
 
 if TYPE_CHECKING:
     import lightning as L
@@ -122,6 +123,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    uploaded(path)
     return path
 
 
@@ -292,32 +294,35 @@ def list_epochs(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def local_artifact_dir(artifact_uri: str) -> Path:
-    """The local folder behind an MLflow artifact URI.
+def local_artifact_dir(artifact_uri: str, run_id: str | None = None) -> Path:
+    """The local folder of a run's artifacts: the folder behind a local artifact URI, or,
+    for a remote store, the run's cache folder (:mod:`mia_bench.store.remote`).
 
     Raises:
-        ValueError: for a remote artifact store; mia-bench writes signals in place.
+        ValueError: a remote artifact URI without the run id to name its cache folder.
     """
     parsed = urlparse(artifact_uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path) if parsed.scheme else artifact_uri)
-    raise ValueError(
-        f"the run's artifacts live at {artifact_uri}, which is not a local folder: mia-bench "
-        "writes signals and embeddings into the artifact folder directly. Use a local "
-        "artifact location (--mlflow.artifact_location PATH)."
-    )
+    if run_id is None:
+        raise ValueError(f"{artifact_uri} is a remote artifact store: give the run id")
+    return cache_dir(run_id)
 
 
 def run_artifact_dir(trainer: L.Trainer) -> Path:
     """The folder where this run's artifacts go.
 
-    The MLflow run's artifact folder when an ``MLFlowLogger`` is attached, otherwise
-    ``<default_root_dir>/mia_artifacts``.
+    The MLflow run's artifact folder when an ``MLFlowLogger`` is attached (for a remote
+    artifact store, a local folder whose files are uploaded as they are written:
+    :class:`~mia_bench.store.remote.Mirror`), otherwise ``<default_root_dir>/mia_artifacts``.
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
     for logger in trainer.loggers:
         if isinstance(logger, MLFlowLogger) and logger.run_id:
             info = logger.experiment.get_run(logger.run_id).info
-            return local_artifact_dir(info.artifact_uri)
+            folder = local_artifact_dir(info.artifact_uri, info.run_id)
+            if not is_local(info.artifact_uri):
+                register(Mirror(info.artifact_uri, logger._tracking_uri, folder))
+            return folder
     return Path(trainer.default_root_dir) / "mia_artifacts"

@@ -37,6 +37,7 @@ from mia_bench.store.artifacts import (
     remove_temporary_files,
     signals_path,
 )
+from mia_bench.store.remote import Mirror, removed, uploaded
 from mia_bench.store.retention import CheckpointRetention, strip_to_weights
 
 _EPOCH_CKPT = re.compile(r"^epoch_(\d{3,})\.ckpt$")
@@ -115,7 +116,64 @@ def _remove(path: Path) -> list[Path]:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+    removed(path)  # and from a remote store's copy
     return [path]
+
+
+def discard_stored_after(files: Mirror, checkpoints: Mirror, epoch: int | None) -> int:
+    """:func:`discard_after` for what a killed attempt on another machine uploaded to a
+    remote artifact store beyond ``epoch``; returns how many files or folders went."""
+    last = -1 if epoch is None else epoch
+    doomed = [files.folder / "signals" / n for n in files.listing("signals") if _epoch_of(n) > last]
+    doomed += [
+        files.folder / "embeddings" / n for n in files.listing("embeddings") if _epoch_of(n) > last
+    ]
+    doomed += [checkpoints.folder / n for n in checkpoints.listing() if _epoch_of(n) > last]
+    for path in doomed:
+        (checkpoints if path.parent == checkpoints.folder else files).delete(path)
+    return len(doomed)
+
+
+def _epoch_of(name: str) -> int:
+    """The epoch in ``epoch_XXX.npz``, ``epoch_XXX.ckpt`` or ``epoch_XXX``; -1 for others.
+
+    >>> _epoch_of("epoch_012.ckpt"), _epoch_of("epoch_003"), _epoch_of("last.ckpt")
+    (12, 3, -1)
+    """
+    stem = name.split(".")[0]
+    digits = stem[6:]
+    return int(digits) if stem.startswith("epoch_") and digits.isdigit() else -1
+
+
+def newest_checkpoint(checkpoint_dir: Path, mirrors: tuple[Mirror, Mirror] | None) -> Path | None:
+    """:func:`resume_checkpoint`, after fetching the store's newest checkpoint when the
+    run's artifacts are remote (``mirrors``: files, checkpoints) and this machine's is older."""
+    if mirrors is not None:
+        fetch_newest(mirrors[1])
+    return resume_checkpoint(checkpoint_dir)
+
+
+def discard_beyond(
+    run_dir: Path, checkpoint_dir: Path, epoch: int | None, mirrors: tuple[Mirror, Mirror] | None
+) -> None:
+    """:func:`discard_after`, and with remote artifacts the same in the store
+    (:func:`discard_stored_after`), then upload what this machine wrote but a kill kept
+    from being uploaded."""
+    discard_after(run_dir, checkpoint_dir, epoch)
+    if mirrors is not None:
+        discard_stored_after(*mirrors, epoch)
+        for mirror in mirrors:
+            mirror.push_missing()
+
+
+def fetch_newest(checkpoints: Mirror) -> Path | None:
+    """Download the store's newest epoch checkpoint when it is newer than the local
+    folder's (the run was last trained on another machine); its local path, or None."""
+    local = complete_epochs(checkpoints.folder)
+    stored = sorted(e for e in map(_epoch_of, checkpoints.listing()) if e >= 0)
+    if not stored or (local and local[-1] >= stored[-1]):
+        return None
+    return checkpoints.fetch(epoch_checkpoint_path(Path(""), stored[-1]).name)
 
 
 def link_last(dirpath: Path, source: Path) -> Path:
@@ -243,4 +301,5 @@ def save_atomically(trainer: Any, path: Path) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    uploaded(path)  # a run with remote artifacts: to its checkpoints/ there
     return path

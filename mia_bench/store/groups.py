@@ -16,19 +16,33 @@ Every other run is reported with its index, run id and the reason, never used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from mia_bench.errors import IncompleteGroupError
-from mia_bench.store.artifacts import list_epochs, local_artifact_dir
+from mia_bench.store.artifacts import (
+    embedding_path,
+    list_epochs,
+    local_artifact_dir,
+    signals_path,
+    stats_path,
+)
+from mia_bench.store.remote import RemoteFolder, is_local
 from mia_bench.store.runs import MlflowSettings, resolve_tracking_uri
 
 
 @dataclass(frozen=True)
 class GroupRun:
-    """One run of a group as MLflow knows it."""
+    """One run of a group as MLflow knows it.
+
+    ``artifact_dir`` is the local folder its files are read from: the run's artifact
+    folder, or for a remote artifact store its cache folder, which :meth:`fetch` fills
+    (:mod:`mia_bench.store.remote`).
+    """
 
     run_id: str
     group: str
@@ -36,10 +50,46 @@ class GroupRun:
     status: str
     artifact_dir: Path
     tags: dict[str, str]
+    artifact_uri: str = ""
+    tracking_uri: str = ""
+
+    @cached_property
+    def remote(self) -> RemoteFolder | None:
+        """The run's artifacts in a remote store, or None when they are a local folder."""
+        if not self.artifact_uri or is_local(self.artifact_uri):
+            return None
+        return RemoteFolder(self.artifact_uri, self.tracking_uri, self.artifact_dir)
+
+    def has(self, relative: str) -> bool:
+        """Whether the run holds the artifact ``relative`` (e.g. ``keep.npy``)."""
+        if self.remote is None:
+            return (self.artifact_dir / relative).is_file()
+        return self.remote.has(relative)
 
     def epochs(self) -> list[int]:
         """Epochs with complete signals."""
-        return list_epochs(self.artifact_dir)
+        if self.remote is None:
+            return list_epochs(self.artifact_dir)
+        names = self.remote.listing("signals")
+        found = (n[6:-4] for n in names if n.startswith("epoch_") and n.endswith(".npz"))
+        return sorted(int(e) for e in found if e.isdigit())
+
+    def fetch(self, epoch: int | None = None, layers: Sequence[str] = ()) -> Path:
+        """:attr:`artifact_dir`, holding the keep row and (for ``epoch``) the signals,
+        statistics and ``layers``' embeddings; a remote run's are downloaded once."""
+        if self.remote is not None:
+            wanted = ["keep.npy"]
+            if epoch is not None:
+                paths = [
+                    signals_path(self.artifact_dir, epoch),
+                    stats_path(self.artifact_dir, epoch),
+                ]
+                paths += [embedding_path(self.artifact_dir, epoch, layer) for layer in layers]
+                wanted += [p.relative_to(self.artifact_dir).as_posix() for p in paths]
+            for relative in wanted:
+                if self.remote.has(relative):
+                    self.remote.fetch(relative)
+        return self.artifact_dir
 
     def resolve_epoch(self, epoch: int | str) -> int | None:
         """``epoch`` itself if recorded, the last recorded one for ``"last"``, else None."""
@@ -118,14 +168,16 @@ def client_and_experiment(settings: MlflowSettings) -> tuple[MlflowClient, str |
     return client, experiment.experiment_id if experiment else None
 
 
-def _group_run(found, group: str) -> GroupRun:
+def _group_run(found, group: str, tracking_uri: str) -> GroupRun:
     return GroupRun(
         run_id=found.info.run_id,
         group=group,
         run_index=int(found.data.tags["mia.run_index"]),
         status=found.info.status,
-        artifact_dir=local_artifact_dir(found.info.artifact_uri),
+        artifact_dir=local_artifact_dir(found.info.artifact_uri, found.info.run_id),
         tags=dict(found.data.tags),
+        artifact_uri=found.info.artifact_uri,
+        tracking_uri=tracking_uri,
     )
 
 
@@ -148,7 +200,7 @@ def scan_group(client: MlflowClient, exp_id: str | None, group: str) -> GroupMem
             reason = f"a {command} run, not a fit run of the group"
             result.excluded.append(Excluded(_int(index), r.info.run_id, reason))
             continue
-        fits.append(_group_run(r, group))
+        fits.append(_group_run(r, group, client.tracking_uri))
     if not fits:
         return result
     result.fingerprint = fits[0].tags.get("mia.fingerprint")
@@ -176,7 +228,7 @@ def _why_not(run: GroupRun, group: GroupMembers) -> str | None:
         )
     if run.status != "FINISHED":
         return f"status {run.status} (still training, or killed: resume it with mia-bench fleet)"
-    if not (run.artifact_dir / "keep.npy").is_file():
+    if not run.has("keep.npy"):
         return f"no keep row at {run.artifact_dir / 'keep.npy'}"
     have = set(run.epochs())
     recorded = [int(e) for e in run.tags.get("mia.recorded_epochs", "").split(",") if e]

@@ -111,6 +111,7 @@ def load_runs(
         if resolved is None:
             continue
         try:
+            run.fetch(resolved, layers if signals else ())
             keep = load_keep(run.artifact_dir)
             values = load_signals(run.artifact_dir, resolved, layers) if signals else None
         except CorruptArtifactError as err:

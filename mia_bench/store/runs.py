@@ -38,8 +38,11 @@ def experiment_id(client: MlflowClient, settings: MlflowSettings) -> str:
             for key, value in EXPERIMENT_KIND.items():
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    location = settings.artifact_location
-    if "://" not in location:
+    location: str | None = settings.artifact_location
+    served = settings.tracking_uri.startswith(("http://", "https://"))
+    if served and location == MlflowSettings.artifact_location:
+        location = None  # the server's artifact root, which every machine reaches
+    elif "://" not in location:
         location = Path(location).resolve().as_uri()
     try:
         return client.create_experiment(

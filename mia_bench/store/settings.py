@@ -14,7 +14,10 @@ class MlflowSettings:
             file store, hence SQLite).
         experiment_name: MLflow experiment the runs go to.
         artifact_location: folder of the experiment's artifacts (used when the
-            experiment is created).
+            experiment is created). With an ``http(s)://`` tracking server and this
+            default, the server chooses (``mlflow-artifacts:/...`` when it serves
+            artifacts): a folder of the client's machine is not where other machines
+            can read them.
         checkpoint_dir: checkpoints go to ``<checkpoint_dir>/<run_id>/``.
     """
 

@@ -57,7 +57,8 @@ def claim_slot(
     Raises:
         LeaseHeld: another live process trains it.
         UserError: the group was trained with another recipe (fingerprint).
-        AlreadyTrained: not ``resume``, and the group already has this run.
+        AlreadyTrained: the group already has this run, and (``resume``) no unfinished
+            attempt of it is left (it was finished meanwhile).
     """
     lease = acquire_lease(client, exp_id, group, run_index)
     try:
@@ -69,7 +70,8 @@ def claim_slot(
                 "with --group NEW_NAME, or run the group's own config"
             )
         done = [r.run_id for r in members.members if r.run_index == run_index]
-        if done and not resume:
+        unfinished = [r for r in members.slots.get(run_index, []) if r.status != "FINISHED"]
+        if done and not (resume and unfinished):  # a resume planned before it finished
             raise AlreadyTrained(group, run_index, done[0])
     except BaseException:
         lease.release()

@@ -41,6 +41,21 @@ from mia_bench.store.groups import scan_group
 from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, lease_holder
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 from mia_bench.store.slots import member_of
+from mia_bench.study.units import job_args
+
+
+def eta(seconds: float) -> str:
+    """A duration as fleet lines show it.
+
+    >>> eta(42), eta(125), eta(3 * 3600 + 61)
+    ('42s', '2m05s', '3h01m')
+    """
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def parse_runs(spec: str) -> list[int]:
@@ -266,6 +281,10 @@ class Fleet:
         self.left: list[int] = []
         self.started_workers = 0
         self._packs: dict[int, list[int]] = {}  # run index -> its pack's run indices
+        self.clock = time.monotonic
+        self.began: float | None = None  # when run() started
+        self.to_train = 0  # runs run() was given to train
+        self.trained = 0  # of those, finished here
 
     @property
     def running(self) -> dict[int, _Worker]:
@@ -278,8 +297,7 @@ class Fleet:
 
     def job_args(self, job: Job) -> list[str]:
         """The ``mia-bench fit`` arguments of one job."""
-        args = [*self.recipe_args(), f"--group={self.group}", f"--data.run_index={job.run_index}"]
-        return args + (["--ckpt_path=last"] if job.action == "resume" else [])
+        return job_args(self.recipe_args(), self.group, job.run_index, job.action == "resume")
 
     def command(self, job: Job) -> list[str]:
         """The ``mia-bench fit`` command line that trains ``job`` (what a worker runs)."""
@@ -310,6 +328,10 @@ class Fleet:
         if member_of(client, exp.experiment_id, self.group, run_index):
             return "done", "finished by another process meanwhile, skipped"
         return None
+
+    def where(self, run_index: int) -> str:
+        """`` on HOST`` (the node that trained a run), as finish lines show it."""
+        return f" on {socket.gethostname()}"
 
     def dry_run(self, jobs: Sequence[Job]) -> list[str]:
         """What :meth:`run` would do with each job, one line each; starts and creates nothing."""
@@ -396,7 +418,8 @@ class Fleet:
             verb = "resuming" if job.action == "resume" else "starting"
             packed = f" (a pack of {len(jobs)})" if self.pack > 1 else ""
             self._say(
-                f"run {job.run_index}: {verb} in worker {worker.number}{packed} "
+                f"run {job.run_index}: {verb} in worker {worker.number}{self.where(job.run_index)}"
+                f"{packed} "
                 f"(log {self.log_path(job.run_index)})"
             )
         return True
@@ -404,7 +427,8 @@ class Fleet:
     def _finished(self, run_index: int, status: int, seconds: float) -> None:
         if status == 0:
             self.done.append(run_index)
-            self._say(f"run {run_index}: finished in {seconds:.1f}s")
+            self.trained += 1
+            self._say(f"run {run_index}: finished in {seconds:.1f}s{self.where(run_index)}")
         elif status == EXIT_LEASE_HELD:
             self._leave(
                 run_index, self.taken(run_index) or ("left", "being trained by another, left to it")
@@ -431,9 +455,19 @@ class Fleet:
             self._say(f"worker {worker.number} died (exit {payload}); a new one takes the next run")
 
     def _say(self, message: str) -> None:
+        """One fleet line: ``message``, then the counts, the rate and the time left."""
         status = f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed"
         status += f", {len(self.left)} left to others" if self.left else ""
-        print(f"[fleet {self.group}] {message} [{status}]", flush=True)
+        print(f"[fleet {self.group}] {message} [{status}{self._pace()}]", flush=True)
+
+    def _pace(self) -> str:
+        """``; 12.0 runs/h, ETA 1h05m`` once a run has finished here, else ``''``."""
+        if self.began is None or not self.trained:
+            return ""
+        hours = max(self.clock() - self.began, 1e-9) / 3600
+        rate = self.trained / hours
+        waiting = self.to_train - self.trained - len(self.failed) - len(self.left)
+        return f"; {rate:.1f} runs/h, ETA {eta(max(0, waiting) / rate * 3600)}"
 
     def run(self, jobs: Sequence[Job]) -> int:
         """Train every job that is not ``skip``; returns the number of failed runs.
@@ -445,6 +479,7 @@ class Fleet:
                 self.done.append(job.run_index)
                 self._say(f"run {job.run_index}: already finished, skipped")
         left = [j for j in jobs if j.action != "skip"]
+        self.began, self.to_train = self.clock(), len(left)
         todo = [left[i : i + self.pack] for i in range(0, len(left), self.pack)]
         try:
             while todo or self.running:

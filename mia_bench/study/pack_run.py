@@ -34,10 +34,11 @@ from mia_bench.store.checkpoints import (
     EpochCheckpoint,
     EpochCommit,
     checkpoint_epoch,
-    discard_after,
-    resume_checkpoint,
+    discard_beyond,
+    newest_checkpoint,
 )
 from mia_bench.store.leases import Lease
+from mia_bench.store.remote import mirror_run
 from mia_bench.store.runs import experiment_id, resolve_tracking_uri
 from mia_bench.store.slots import claim_slot, open_run
 from mia_bench.tracking import BufferedMLFlowLogger
@@ -254,9 +255,10 @@ def open_packed_run(
         )
         log_new_params(logger.experiment, run_id, config_params(cli.config))
         checkpoints = Path(settings.checkpoint_dir) / run_id
+        mirrors = mirror_run(logger._tracking_uri, run_id, checkpoints)
         trainer = _run_trainer(cli, logger, checkpoints)
         trainer.call("setup", "fit")  # the recorder saves the keep row
-        start, resumed = _resume(trainer, checkpoints) if resume else (0, None)
+        start, resumed = _resume(trainer, checkpoints, mirrors) if resume else (0, None)
         _log_hyperparams(trainer)  # the module's and data's hparams, as Lightning logs them
         trainer.call("on_fit_start")
         trainer.call("on_train_start")
@@ -287,12 +289,15 @@ def _run_trainer(cli: _RunCLI, logger: BufferedMLFlowLogger, checkpoints: Path) 
     return RunTrainer(model, data, logger, callbacks, trainer_init["max_epochs"], optimizer)
 
 
-def _resume(trainer: RunTrainer, checkpoints: Path) -> tuple[int, dict[str, Any] | None]:
+def _resume(
+    trainer: RunTrainer, checkpoints: Path, mirrors: tuple | None
+) -> tuple[int, dict[str, Any] | None]:
     """Load the newest complete epoch's checkpoint; returns (first epoch to train, it)."""
-    path = resume_checkpoint(checkpoints)
+    path = newest_checkpoint(checkpoints, mirrors)
     epoch = None if path is None else checkpoint_epoch(path)
     run = trainer.logger.experiment.get_run(trainer.logger.run_id)
-    discard_after(local_artifact_dir(run.info.artifact_uri), checkpoints, epoch)
+    run_dir = local_artifact_dir(run.info.artifact_uri, run.info.run_id)
+    discard_beyond(run_dir, checkpoints, epoch, mirrors)
     if path is None:
         return 0, None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from mia_bench.audit.checkpoint import config_of_run, signals_of_checkpoint
 from mia_bench.errors import UserError
 from mia_bench.store.artifacts import _save_npy, embedding_path, load_signals
-from mia_bench.store.checkpoints import epoch_checkpoints
+from mia_bench.store.checkpoints import checkpoint_epoch, epoch_checkpoint_path, epoch_checkpoints
 from mia_bench.store.groups import GroupRun, client_and_experiment, group_runs
+from mia_bench.store.remote import Mirror, RemoteFolder, forget, register
 from mia_bench.store.runs import MlflowSettings
 
 TOLERANCE = 1e-3  # logits recomputed on CPU vs recorded (possibly on GPU)
@@ -38,6 +39,12 @@ def checkpoint_of(settings: MlflowSettings, run: GroupRun, epoch: int) -> Path:
     kept = epoch_checkpoints(folder)
     if epoch in kept:
         return kept[epoch]
+    if run.remote is not None:  # kept in the run's artifacts: downloaded once
+        stored = RemoteFolder(run.artifact_uri, run.tracking_uri, folder, prefix="checkpoints")
+        name = epoch_checkpoint_path(folder, epoch).name
+        if stored.has(name):
+            return stored.fetch(name)
+        kept = {checkpoint_epoch(Path(n)): folder / n for n in stored.listing() if n != "last.ckpt"}
     where = f"run {run.run_index} of group {run.group!r} kept no checkpoint of epoch {epoch}"
     if not kept:
         raise UserError(
@@ -67,7 +74,7 @@ def record_run_layers(
             "its config.yaml"
         )
     signals, _ = signals_of_checkpoint(checkpoint, found[0], tuple(layers))
-    recorded = load_signals(run.artifact_dir, epoch)
+    recorded = load_signals(run.fetch(epoch), epoch)
     gap = float(np.abs(signals.logits[:, 0] - recorded.logits[:, 0]).max())  # plain view
     if gap > TOLERANCE:
         raise ValueError(
@@ -75,10 +82,15 @@ def record_run_layers(
             "away from the recorded ones; was the run resumed or its config changed? "
             "Nothing was written for it."
         )
-    return [
-        _save_npy(embedding_path(run.artifact_dir, epoch, layer), np.asarray(values))
-        for layer, values in signals.embeddings.items()
-    ]
+    if run.remote is not None:  # the new files are uploaded as they are written
+        register(Mirror(run.artifact_uri, run.tracking_uri, run.artifact_dir))
+    try:
+        return [
+            _save_npy(embedding_path(run.artifact_dir, epoch, layer), np.asarray(values))
+            for layer, values in signals.embeddings.items()
+        ]
+    finally:
+        forget(run.artifact_dir)
 
 
 def record_group_layers(
@@ -106,4 +118,4 @@ def record_group_layers(
 
 def _missing(run: GroupRun, epoch: int, layers: Sequence[str]) -> list[str]:
     """The layers of ``layers`` the run has no embeddings of at ``epoch``."""
-    return [n for n in layers if not embedding_path(run.artifact_dir, epoch, n).exists()]
+    return [n for n in layers if not run.has(f"embeddings/epoch_{epoch:03d}/{n}.npy")]
