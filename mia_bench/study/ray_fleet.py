@@ -25,13 +25,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mia_bench.errors import UserError
 from mia_bench.extras import require
-from mia_bench.study.fleet import Fleet, Job
-from mia_bench.study.units import Unit, keep_log, node_name, train_unit
+from mia_bench.study.cluster_fleet import ClusterFleet
+from mia_bench.study.fleet import Job
+from mia_bench.study.units import Unit, node_name, train_unit
 
 
 @dataclass(frozen=True)
@@ -59,51 +59,23 @@ def _train_on_node(unit: Unit, events: Any) -> dict[str, Any]:
     return train_unit(unit)
 
 
-class RayFleet(Fleet):
-    """A :class:`~mia_bench.study.fleet.Fleet` whose units are Ray tasks.
+class RayFleet(ClusterFleet):
+    """A fleet whose units are Ray tasks (``workers`` is unused: the cluster's resources
+    decide how many run at once).
 
     Args:
-        fleet_args: as :class:`~mia_bench.study.fleet.Fleet`'s (``workers`` is unused:
-            the cluster's resources decide how many tasks run at once).
+        fleet_args: as :class:`~mia_bench.study.fleet.Fleet`'s.
         options: the ``--ray.*`` settings.
         fingerprint: the recipe's fingerprint, for each task to plan with.
     """
 
     def __init__(self, *fleet_args: Any, options: RayOptions, fingerprint: str | None,
                  **fleet_kwargs: Any) -> None:  # fmt: skip
-        super().__init__(*fleet_args, **fleet_kwargs)
         options.check()
-        self.options, self.fingerprint = options, fingerprint
-        self.nodes: dict[int, str] = {}
+        threads = int(options.cpus_per_run)
+        super().__init__(*fleet_args, fingerprint=fingerprint, threads=threads, **fleet_kwargs)
+        self.options = options
         self.attempts: dict[int, int] = {}
-        self.cwd = os.getcwd()
-        self._active: set[int] = set()
-
-    @property
-    def running(self) -> dict[int, Any]:
-        return {i: n for i, n in self.nodes.items() if i in self._active}
-
-    def where(self, run_index: int) -> str:
-        node = self.nodes.get(run_index)
-        return f" on {node}" if node else ""
-
-    def unit(self, jobs: Sequence[Job]) -> Unit:
-        """The task of ``jobs``: a run, or a pack."""
-        assert self.settings is not None
-        indices = tuple(j.run_index for j in jobs)
-        if self.pack > 1:
-            self._packs.update({i: list(indices) for i in indices})
-        return Unit(
-            runs=indices,
-            group=self.group,
-            recipe_args=tuple(self.recipe_args()),
-            settings=self.settings,
-            fingerprint=self.fingerprint,
-            log=str(Path(self.log_path(indices[0])).resolve()),
-            cwd=self.cwd,
-            threads=max(1, int(self.options.cpus_per_run)),
-            pack=self.pack > 1,
-        )
 
     def _connect(self):
         ray = require("ray", "ray", "--backend ray", "--backend local")
@@ -114,15 +86,10 @@ class RayFleet(Fleet):
 
     def run(self, jobs: Sequence[Job]) -> int:
         """Train every job that is not ``skip`` as Ray tasks; the number of failed runs."""
+        ray = self._connect()  # first: a missing Ray is one line naming its extra
         from ray.util.queue import Empty, Queue
 
-        ray = self._connect()
-        for job in jobs:
-            if job.action == "skip":
-                self.done.append(job.run_index)
-                self._say(f"run {job.run_index}: already finished, skipped")
-        todo = [j for j in jobs if j.action != "skip"]
-        self.began, self.to_train = self.clock(), len(todo)
+        units = self.units(jobs)
         events = Queue(actor_options={"num_cpus": 0})
         task = ray.remote(_train_on_node).options(
             num_cpus=self.options.cpus_per_run,
@@ -130,10 +97,7 @@ class RayFleet(Fleet):
             max_retries=self.options.max_retries,
             retry_exceptions=False,
         )
-        pending = {}
-        for start in range(0, len(todo), self.pack):
-            unit = self.unit(todo[start : start + self.pack])
-            pending[task.remote(unit, events)] = unit
+        pending = {task.remote(unit, events): unit for unit in units}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -164,17 +128,9 @@ class RayFleet(Fleet):
                           f"(log {self.log_path(run_index)})")  # fmt: skip
 
     def _collect(self, ray: Any, ref: Any, unit: Unit) -> None:
-        """Record a finished task: each run's status, and its log in the fleet's folder."""
         try:
             answer = ray.get(ref)
         except Exception as err:  # noqa: BLE001 - retries used up (the worker kept dying)
-            answer = {"statuses": {str(i): 1 for i in unit.runs}, "seconds": 0.0}
-            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            for run_index in unit.runs:
-                self._say(f"run {run_index}: its task died {self.attempts.get(run_index, 0)} "
-                          f"time(s), no retry left ({why[:200]})")  # fmt: skip
-        if answer.get("log"):
-            keep_log(answer["log"], Path(unit.log))
-        for run_index, status in answer["statuses"].items():
-            self._active.discard(int(run_index))
-            self._finished(int(run_index), int(status), float(answer["seconds"]))
+            self.lost(unit, (str(err).strip().splitlines() or [type(err).__name__])[0])
+            return
+        self.collect(unit, answer)

@@ -19,18 +19,17 @@ missing) the jobs are local processes: the same code path, used by the tests.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mia_bench.errors import UserError
 from mia_bench.extras import require
-from mia_bench.study.fleet import Fleet, Job
-from mia_bench.study.units import Unit, keep_log, train_unit
+from mia_bench.study.cluster_fleet import ClusterFleet
+from mia_bench.study.fleet import Job
+from mia_bench.study.units import Unit, train_unit
 
 POLL_S = 1.0
 
@@ -50,9 +49,7 @@ class SubmititOptions:
         """``slurm`` where ``sbatch`` exists, else ``local``, unless given."""
         if self.cluster is not None:
             if self.cluster not in ("slurm", "local", "debug"):
-                raise UserError(
-                    f"--submitit.cluster {self.cluster!r}: use slurm, local or debug"
-                )
+                raise UserError(f"--submitit.cluster {self.cluster!r}: use slurm, local or debug")
             return self.cluster
         return "slurm" if shutil.which("sbatch") else "local"
 
@@ -71,50 +68,21 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(TrainJob(), unit)
 
 
-class SubmititFleet(Fleet):
-    """A :class:`~mia_bench.study.fleet.Fleet` whose units are submitit jobs.
+class SubmititFleet(ClusterFleet):
+    """A fleet whose units are submitit jobs (``workers``: the array's parallelism).
 
     Args:
-        fleet_args: as :class:`~mia_bench.study.fleet.Fleet`'s; ``workers`` is the
-            array's parallelism.
+        fleet_args: as :class:`~mia_bench.study.fleet.Fleet`'s.
         options: the ``--submitit.*`` settings.
         fingerprint: the recipe's fingerprint, for each job to plan with.
     """
 
     def __init__(self, *fleet_args: Any, options: SubmititOptions, fingerprint: str | None,
                  **fleet_kwargs: Any) -> None:  # fmt: skip
-        super().__init__(*fleet_args, **fleet_kwargs)
-        self.options, self.fingerprint = options, fingerprint
+        threads = options.cpus_per_run
+        super().__init__(*fleet_args, fingerprint=fingerprint, threads=threads, **fleet_kwargs)
+        self.options = options
         self.cluster = options.resolved_cluster()
-        self.nodes: dict[int, str] = {}
-        self._active: set[int] = set()
-        self.cwd = os.getcwd()
-
-    @property
-    def running(self) -> dict[int, Any]:
-        return {i: None for i in self._active}
-
-    def where(self, run_index: int) -> str:
-        node = self.nodes.get(run_index)
-        return f" on {node}" if node else ""
-
-    def unit(self, jobs: Sequence[Job]) -> Unit:
-        """The job of ``jobs``: a run, or a pack."""
-        assert self.settings is not None
-        indices = tuple(j.run_index for j in jobs)
-        if self.pack > 1:
-            self._packs.update({i: list(indices) for i in indices})
-        return Unit(
-            runs=indices,
-            group=self.group,
-            recipe_args=tuple(self.recipe_args()),
-            settings=self.settings,
-            fingerprint=self.fingerprint,
-            log=str(Path(self.log_path(indices[0])).resolve()),
-            cwd=self.cwd,
-            threads=self.options.cpus_per_run,
-            pack=self.pack > 1,
-        )
 
     def executor(self) -> Any:
         """submitit's executor for this fleet's jobs."""
@@ -137,13 +105,7 @@ class SubmititFleet(Fleet):
 
     def run(self, jobs: Sequence[Job]) -> int:
         """Submit every job that is not ``skip``; wait for all; the number of failed runs."""
-        for job in jobs:
-            if job.action == "skip":
-                self.done.append(job.run_index)
-                self._say(f"run {job.run_index}: already finished, skipped")
-        todo = [j for j in jobs if j.action != "skip"]
-        self.began, self.to_train = self.clock(), len(todo)
-        units = [self.unit(todo[i : i + self.pack]) for i in range(0, len(todo), self.pack)]
+        units = self.units(jobs)
         executor = self.executor()
         waiting = list(units)
         submitted: list[tuple[Any, Unit, int]] = []  # (job, unit, attempt)
@@ -180,7 +142,7 @@ class SubmititFleet(Fleet):
                 still.append((job, unit, attempt))
                 continue
             try:
-                self._collect(unit, job.result())
+                self.collect(unit, job.result())
             except Exception as err:  # noqa: BLE001 - the job died (node lost, cancelled)
                 why = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
                 if attempt <= self.options.max_retries:
@@ -188,19 +150,7 @@ class SubmititFleet(Fleet):
                     self._started(unit, again, attempt + 1)
                     still.append((again, unit, attempt + 1))
                     continue
-                answer = {"statuses": {str(i): 1 for i in unit.runs}, "seconds": 0.0}
-                for run_index in unit.runs:
-                    self._say(f"run {run_index}: job {job.job_id} died, no retry left ({why})")
-                self._collect(unit, answer)
+                self.lost(unit, f"job {job.job_id}: {why}")
         if len(still) == len(submitted):
             time.sleep(POLL_S)  # nothing ended: look again in a moment
         return still
-
-    def _collect(self, unit: Unit, answer: dict[str, Any]) -> None:
-        if answer.get("log"):
-            keep_log(answer["log"], Path(unit.log))
-        for run_index, status in answer["statuses"].items():
-            if answer.get("node"):
-                self.nodes[int(run_index)] = f"{answer['node']} (pid {answer.get('pid')})"
-            self._active.discard(int(run_index))
-            self._finished(int(run_index), int(status), float(answer["seconds"]))

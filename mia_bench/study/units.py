@@ -18,11 +18,12 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mia_bench.store.settings import MlflowSettings
+from mia_bench.study.fleet import job_args, plan
 
 LOG_TEXT_LIMIT = 2_000_000  # characters of a run's log sent back to the fleet (its tail)
 EXIT_NO_STORE = 2
@@ -55,7 +56,6 @@ class Unit:
     cwd: str
     threads: int = 1
     pack: bool = False
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def node_name() -> str:
@@ -70,16 +70,6 @@ def node_name() -> str:
     except Exception:  # noqa: BLE001 - outside Ray, the host name is enough
         pass
     return host
-
-
-def job_args(recipe_args: list[str], group: str, run_index: int, resume: bool) -> list[str]:
-    """The ``mia-bench fit`` arguments of one run of a fleet.
-
-    >>> job_args(["-c", "q.yaml"], "g", 3, True)
-    ['-c', 'q.yaml', '--group=g', '--data.run_index=3', '--ckpt_path=last']
-    """
-    args = [*recipe_args, f"--group={group}", f"--data.run_index={run_index}"]
-    return args + (["--ckpt_path=last"] if resume else [])
 
 
 def _store_missing(settings: MlflowSettings) -> str | None:
@@ -107,13 +97,11 @@ def _local_log(unit: Unit) -> Path:
 def train_unit(unit: Unit) -> dict[str, Any]:
     """Train ``unit``'s runs here (see the module docstring); the answer:
     ``{"statuses": {run: status}, "node": ..., "pid": ..., "seconds": ..., "log": text}``."""
-    from mia_bench.study.fleet import plan
     from mia_bench.study.worker import run_job
 
     started = time.monotonic()
     if Path(unit.cwd).is_dir():
         os.chdir(unit.cwd)
-    os.environ.update(unit.extra_env)
     log = _local_log(unit)
     missing = _store_missing(unit.settings)
     if missing is not None:
@@ -134,15 +122,16 @@ def train_unit(unit: Unit) -> dict[str, Any]:
 
 
 def _train(unit: Unit, jobs: list, log: Path, run_job) -> dict[int, int]:
-    """Statuses of the unit's runs: 76 for those already trained, the rest trained."""
-    from mia_bench.store.leases import EXIT_ALREADY_TRAINED
+    """Statuses of the unit's runs: 76 for those already trained, the rest trained (a run
+    whose lease a dead process still holds is trained once the lease lapses)."""
+    from mia_bench.store.leases import EXIT_ALREADY_TRAINED, EXIT_LEASE_HELD
 
     statuses = {j.run_index: EXIT_ALREADY_TRAINED for j in jobs if j.action == "skip"}
     todo = [j for j in jobs if j.action != "skip"]
     if not todo:
         return statuses
     args = list(unit.recipe_args)
-    if unit.pack:
+    if unit.pack:  # a pack's runs held elsewhere are left (a rerun of the fleet resumes them)
         resume = {str(j.run_index): j.action == "resume" for j in todo}
         line = {"runs": [j.run_index for j in todo], "resume": resume, "group": unit.group,
                 "args": args, "log": str(log)}  # fmt: skip
@@ -151,8 +140,51 @@ def _train(unit: Unit, jobs: list, log: Path, run_job) -> dict[int, int]:
     for job in todo:
         fit = job_args(args, unit.group, job.run_index, job.action == "resume")
         answer = run_job({"run_index": job.run_index, "args": fit, "log": str(log)})
+        if answer["status"] == EXIT_LEASE_HELD and holder_lapsed(unit.settings, unit.group,
+                                                                 job.run_index):  # fmt: skip
+            again = plan(unit.settings, unit.group, [job.run_index], unit.fingerprint)[0]
+            fit = job_args(args, unit.group, job.run_index, again.action == "resume")
+            if again.action != "skip":
+                answer = run_job({"run_index": job.run_index, "args": fit, "log": str(log)})
         statuses[job.run_index] = answer["status"]
     return statuses
+
+
+def holder_lapsed(
+    settings: MlflowSettings, group: str, run_index: int, sleep=time.sleep, clock=time.time
+) -> bool:
+    """Whether the lease of a run is free after waiting for a dead holder's to lapse.
+
+    A holder that missed two heartbeats is taken for gone (its node died: a retry of its
+    task lands here while its claim is still fresh); this waits until the claim is stale
+    (:data:`~mia_bench.store.leases.STALE_AFTER_S` after its last heartbeat). A holder
+    that keeps beating is alive (another fleet trains the run): False at once.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from mia_bench.store.leases import (
+        HEARTBEAT_S,
+        STALE_AFTER_S,
+        Identity,
+        claims_of,
+        lease_model_name,
+        lowest_live,
+    )
+    from mia_bench.store.runs import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(settings.tracking_uri))
+    found = client.get_experiment_by_name(settings.experiment_name)
+    if found is None:
+        return True
+    name = lease_model_name(found.experiment_id, group)
+    holder = lowest_live(claims_of(client, name, run_index), clock(), Identity.current())
+    if holder is None:
+        return True
+    silent = clock() - holder.heartbeat
+    if silent < 2 * HEARTBEAT_S:
+        return False
+    sleep(max(0.0, STALE_AFTER_S - silent) + 1.0)
+    return True
 
 
 def _set_threads(threads: int) -> None:

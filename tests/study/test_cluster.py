@@ -110,9 +110,24 @@ def test_a_ray_fleet_on_a_server_audits_from_elsewhere_as_a_local_sqlite_fleet(
     assert len(logs) == 4 and all("Seed set to" in p.read_text() for p in logs)
     shutil.rmtree(train)  # the audit has the server only
 
-    remote = _audit_numbers(tmp_path / "audit", "g", server, _env(tmp_path / "audit"))
-    cached = sorted(p.name for p in (tmp_path / "audit" / "cache").rglob("*.npz"))
+    elsewhere = tmp_path / "audit"
+    remote = _audit_numbers(elsewhere, "g", server, _env(elsewhere))
+    cached = sorted(p.name for p in (elsewhere / "cache").rglob("*.npz"))
     assert len(cached) == 4 * 2  # each run's last epoch: signals and statistics, once
+    store = [f"--mlflow.tracking_uri={server}"]
+    _done(
+        _mia(
+            ["record", "--group", "g", "--epoch", "2", "--layers", "[embedding]", *store],
+            elsewhere,
+            _env(elsewhere),
+        )
+    )  # fmt: skip  (from the runs' stored checkpoints)
+    client = MlflowClient(server)
+    for run in _fit_runs(server, "g"):
+        stored = [f.path for f in client.list_artifacts(run.info.run_id, "embeddings/epoch_002")]
+        assert stored == ["embeddings/epoch_002/embedding.npy"]
+    compared = _done(_mia(["compare", "--groups", "[g]", *store], elsewhere, _env(elsewhere)))
+    assert "| g " in compared or "g " in compared, compared
 
     local = tmp_path / "local"
     sqlite = "sqlite:///mlruns/mlflow.db"

@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("submitit")
 from mlflow.tracking import MlflowClient  # noqa: E402
-
 from services import lease_pid  # noqa: E402
 
 pytestmark = pytest.mark.slow
