@@ -423,3 +423,23 @@ def test_self_distillation_fit_learns_from_the_teacher_group(store):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/acc")] == [0]
     with pytest.raises(FileNotFoundError, match="teacher group 'absent' has no runs"):
         main([*student, "--model.defense.init_args.teacher_group=absent", "--group=orphan"])
+
+
+@pytest.mark.slow
+def test_the_empirical_epsilon_of_a_dp_sgd_run_stays_below_its_accountants(store):
+    """A lower bound from the loss attack (Jagielski et al. 2020) never exceeds the
+    accountant's epsilon at the same delta (seeded DP-SGD run)."""
+    from mia_bench.empirical_privacy import epsilon_lower_bound
+    from mia_bench.store.artifacts import load_keep
+
+    args = ["fit", "-c", QUICKSTART, "-c", _defense("dp_sgd"), "--group=dp_bound", *TINY]
+    assert main([*args, "--trainer.max_epochs=2"]) == 0
+    client, run = _group(store, "dp_bound")
+    accountant = _epsilons(client, run.info.run_id)[-1][1]
+    art = local_artifact_dir(run.info.artifact_uri)
+    signals = load_signals(art, 1)
+    logits = torch.as_tensor(signals.logits[:, 0], dtype=torch.float64)  # [N, C], plain view
+    loss = F.cross_entropy(logits, torch.as_tensor(signals.labels), reduction="none")
+    bound = epsilon_lower_bound(-loss.numpy(), load_keep(art), delta=1e-5)
+    assert 0.0 <= bound.epsilon <= accountant, (bound, accountant)
+    assert bound.delta == 1e-5 and 0 <= bound.fpr_high <= 1 and 0 <= bound.tpr_low <= 1
