@@ -112,6 +112,8 @@ class SubmititFleet(ClusterFleet):
         if self.cluster == "slurm":  # one array; SLURM keeps --workers of it running
             submitted = [(j, u, 1) for j, u in zip(executor.map_array(TrainJob(), waiting),
                                                     waiting, strict=True)]  # fmt: skip
+            for job, unit, _ in submitted:
+                self._started(unit, job, 1)
             waiting = []
         try:
             while waiting or submitted:

@@ -144,7 +144,9 @@ def _train(unit: Unit, jobs: list, log: Path, run_job) -> dict[int, int]:
                                                                  job.run_index):  # fmt: skip
             again = plan(unit.settings, unit.group, [job.run_index], unit.fingerprint)[0]
             fit = job_args(args, unit.group, job.run_index, again.action == "resume")
-            if again.action != "skip":
+            if again.action == "skip":  # its holder finished it after all
+                answer = {"status": EXIT_ALREADY_TRAINED}
+            else:
                 answer = run_job({"run_index": job.run_index, "args": fit, "log": str(log)})
         statuses[job.run_index] = answer["status"]
     return statuses
