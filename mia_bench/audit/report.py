@@ -13,6 +13,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from mia_bench.audit.bounds_report import bounds_markdown, bounds_rows
 from mia_bench.audit.engine import AuditResult, layer_attack_name
 from mia_bench.metric_names import audit_metric_name, is_per_epoch
 from mia_bench.metrics import DEFAULT_FPRS
@@ -85,8 +86,10 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
     df = table(result, fprs)
     df.to_csv(folder / "audit.csv", index=False)
     (folder / "audit.md").write_text(markdown(df, fprs))
+    bounds = []
     if result.scores and result.keep is not None:
         plot_roc(result.scores, result.keep, folder / "roc.png", title=title)
+        bounds = bounds_rows(result.scores, result.keep, fprs)
     doc = {
         "epoch": result.epoch,
         "targets": sorted(result.per_target),
@@ -98,6 +101,11 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
         "per_target": result.flat(),
         "used": result.used(),
     }
+    if bounds:
+        first = min(result.per_target) if result.per_target else None
+        (folder / "bounds.md").write_text(bounds_markdown(bounds, first))
+        doc["bounds"] = bounds
+        doc["bounds_markdown"] = (folder / "bounds.md").read_text()
     gmia = gmia_markdown(result)
     if gmia:
         (folder / "gmia.md").write_text(gmia)

@@ -74,7 +74,17 @@ def test_audit_writes_json_table_and_mlflow_run(in_group):
     assert run.data.tags["mia.audit_of"] == "g"
     assert "mia/auc_mean/lira_online" in run.data.metrics
     names = {f.path for f in client.list_artifacts(doc["run_id"])}
-    assert {"audit.csv", "audit.md", "audit.json", "roc.png"} <= names
+    assert {"audit.csv", "audit.md", "audit.json", "roc.png", "bounds.md"} <= names
+    # the first target's exact intervals and certified epsilon, per attack
+    per_target = doc["per_target"]["0"]
+    bounds = {row["attack"]: row for row in doc["bounds"]}
+    assert set(bounds) == {"loss", "lira_online", "lira_offline_fixed_var", "rmia_offline"}
+    for name, row in bounds.items():
+        assert row["tpr"] == per_target[f"{name}/tpr_at_fpr_0.001"]
+        assert row["tpr_low"] <= row["tpr"] <= row["tpr_high"]
+        assert row["fpr_achieved"] <= 0.001 <= row["fpr_high"] and row["delta"] == 1e-5
+        assert row["epsilon_lower_bound"] >= 0.0
+    assert "Clopper-Pearson" in doc["bounds_markdown"] and "| loss |" in doc["bounds_markdown"]
 
 
 @pytest.mark.slow
