@@ -58,13 +58,7 @@ class ClusterFleet(Fleet):
 
     def units(self, jobs: Sequence[Job]) -> list[Unit]:
         """Report the skipped jobs, start the clock; the units of the others."""
-        for job in jobs:
-            if job.action == "skip":
-                self.done.append(job.run_index)
-                self._say(f"run {job.run_index}: already finished, skipped")
-        todo = [j for j in jobs if j.action != "skip"]
-        self.began, self.to_train = self.clock(), len(todo)
-        return [self.unit(todo[i : i + self.pack]) for i in range(0, len(todo), self.pack)]
+        return [self.unit(group) for group in self.start(jobs)]
 
     def collect(self, unit: Unit, answer: dict[str, Any]) -> None:
         """Record a unit's answer: each run's status, and its log in the fleet's folder."""

@@ -478,18 +478,22 @@ class Fleet:
         waiting = self.to_train - self.trained - len(self.failed) - len(self.left)
         return f"; {rate:.1f} runs/h, ETA {eta(max(0, waiting) / rate * 3600)}"
 
-    def run(self, jobs: Sequence[Job]) -> int:
-        """Train every job that is not ``skip``; returns the number of failed runs.
-
-        Runs left to another process's lease are not failures.
-        """
+    def start(self, jobs: Sequence[Job]) -> list[list[Job]]:
+        """Report the ``skip`` jobs, start the clock; the others in units of ``pack``."""
         for job in jobs:
             if job.action == "skip":
                 self.done.append(job.run_index)
                 self._say(f"run {job.run_index}: already finished, skipped")
         left = [j for j in jobs if j.action != "skip"]
         self.began, self.to_train = self.clock(), len(left)
-        todo = [left[i : i + self.pack] for i in range(0, len(left), self.pack)]
+        return [left[i : i + self.pack] for i in range(0, len(left), self.pack)]
+
+    def run(self, jobs: Sequence[Job]) -> int:
+        """Train every job that is not ``skip``; returns the number of failed runs.
+
+        Runs left to another process's lease are not failures.
+        """
+        todo = self.start(jobs)
         try:
             while todo or self.running:
                 while todo and self._give(todo[0]):
