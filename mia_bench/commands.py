@@ -245,6 +245,12 @@ def audit_main(argv: list[str]) -> int:
     )
     parser.add_argument("--output", default="audit.json", help="where the JSON summary goes")
     parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=200,
+        help="resamples of the AUC and TPR intervals (0: exact TPR intervals only)",
+    )
+    parser.add_argument(
         "--allow-partial",
         "--allow_partial",
         action="store_true",
@@ -252,6 +258,8 @@ def audit_main(argv: list[str]) -> int:
     )
     add_store_flags(parser)
     args = parser.parse_args(argv)
+    if args.bootstrap < 0:
+        parser.error(f"--bootstrap {args.bootstrap}: give 0 or more resamples")
     from mia_bench.audit.run import audit_checkpoint, run_audit
 
     settings = settings_of(args)
@@ -262,6 +270,7 @@ def audit_main(argv: list[str]) -> int:
         "fprs": parse_fprs(args.fprs),
         "output": Path(args.output),
         "allow_partial": args.allow_partial,
+        "bootstrap": args.bootstrap,
     }
     references = parse_list(args.references)
     if args.checkpoint:

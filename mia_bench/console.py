@@ -82,14 +82,15 @@ def tqdm_disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def result_table(
     metrics: Mapping[str, Mapping[str, float]], fprs: Sequence[float], title: str = ""
 ) -> str:
     """Each attack's AUC and TPR at the FPRs, one row per attack, as aligned text.
+
+    With intervals among the measures (:func:`mia_bench.intervals.interval_metrics`) each
+    number is followed by its 95% interval: the bootstrap's for AUC, the exact
+    (Clopper-Pearson) one for TPR; with ``epsilon_lower_bound`` an ``eps >=`` column ends
+    the row.
 
     Args:
         metrics: attack -> measure -> value (``auc``, ``tpr_at_fpr_<x>``), as the audit
@@ -100,16 +101,41 @@ def result_table(
     >>> print(result_table({"loss": {"auc": 0.61234, "tpr_at_fpr_0.001": 0.004}}, [0.001]))
     attack  AUC    TPR@0.1%
     loss    0.612  0.40%
+    >>> m = {"auc": 0.61, "auc_low": 0.6, "auc_high": 0.62, "tpr_at_fpr_0.001": 0.004,
+    ...      "tpr_at_fpr_0.001_low": 0.001, "tpr_at_fpr_0.001_high": 0.0102,
+    ...      "epsilon_lower_bound": 0.25}
+    >>> print(result_table({"loss": m}, [0.001]))
+    attack  AUC [95% CI]          TPR@0.1% [95% CI]   eps >=
+    loss    0.610 [0.600, 0.620]  0.40% [0.10, 1.02]  0.25
     """
-    header = ["attack", "AUC", *(f"TPR@{100 * x:g}%" for x in fprs)]
+    every = list(metrics.values())
+    with_ci = any("auc_low" in m or any(f"tpr_at_fpr_{x:g}_low" in m for x in fprs) for m in every)
+    ci = " [95% CI]" if with_ci else ""
+    header = ["attack", f"AUC{ci}", *(f"TPR@{100 * x:g}%{ci}" for x in fprs)]
+    epsilon = any("epsilon_lower_bound" in m for m in every)
+    if epsilon:
+        header.append("eps >=")
     rows = [header]
     for name, m in metrics.items():
-        tprs = [m.get(f"tpr_at_fpr_{x:g}") for x in fprs]
-        row = [name, f"{m['auc']:.3f}", *("-" if t is None else _percent(t) for t in tprs)]
+        row = [name, _with_interval(m, "auc", "{:.3f}", 1.0)]
+        for x in fprs:
+            key = f"tpr_at_fpr_{x:g}"
+            row.append("-" if key not in m else _with_interval(m, key, "{:.2f}", 100.0, "%"))
+        if epsilon:
+            row.append(f"{m['epsilon_lower_bound']:.2f}" if "epsilon_lower_bound" in m else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join([title, *lines] if title else lines)
+
+
+def _with_interval(m: Mapping[str, float], key: str, fmt: str, scale: float, unit: str = "") -> str:
+    """``0.40%`` or, with ``<key>_low`` and ``_high`` known, ``0.40% [0.10, 1.02]``."""
+    text = fmt.format(scale * m[key]) + unit
+    if f"{key}_low" in m and f"{key}_high" in m:
+        low, high = (fmt.format(scale * m[f"{key}_{end}"]) for end in ("low", "high"))
+        text += f" [{low}, {high}]"
+    return text
 
 
 def _mlflow_command() -> str:

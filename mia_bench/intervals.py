@@ -8,6 +8,10 @@
 * :func:`bootstrap_interval`: a percentile interval of any score metric (AUC, TPR at a
   fixed FPR) over examples resampled with replacement, members and non-members
   separately (their counts fixed, as the keep row fixes them).
+* :func:`bootstrap_metrics`: the same resampling for AUC and TPR at each FPR, from one
+  sort of the scores (a resample only reweights the sorted examples), O(N) per resample.
+* :func:`interval_metrics`: every interval an audit reports for one attack on one target,
+  as flat measures beside :func:`~mia_bench.metrics.summarize`'s.
 
 The spread across targets (leave-one-out audits) is the other, complementary interval:
 it sees the training randomness, these see the finite pool.
@@ -15,14 +19,15 @@ it sees the training randomness, these see the finite pool.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from mia_bench.metrics import tpr_at_fpr
+from mia_bench.metrics import _auc, _tpr_at_fpr, tpr_at_fpr
 
 DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 200  # bootstrap resamples of an audit (AUC's interval: +-0.002 at 60k)
 
 
 def clopper_pearson(
@@ -115,3 +120,101 @@ def bootstrap_interval(
     alpha = 1.0 - confidence
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per example, the rank of its distinct score from the highest (0), and how many."""
+    distinct, inverse = np.unique(-scores, return_inverse=True)
+    return inverse, len(distinct)
+
+
+def resampled_metrics(
+    scores: np.ndarray, membership: np.ndarray, picks: np.ndarray, fprs: Sequence[float]
+) -> dict[str, float]:
+    """AUC and TPR at each FPR of the resample ``scores[picks]`` without sorting it again.
+
+    Equals :func:`~mia_bench.metrics.summarize` on ``scores[picks], membership[picks]``
+    (tested): the resample's ROC is the pool's, each distinct score weighted by how often
+    its examples were picked.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    membership = np.asarray(membership, dtype=bool)
+    groups, size = _tie_groups(scores)
+    return _weighted(groups, size, membership, picks, tuple(fprs))
+
+
+def _weighted(
+    groups: np.ndarray, size: int, membership: np.ndarray, picks: np.ndarray, fprs: tuple
+) -> dict[str, float]:
+    picked = membership[picks]
+    tps = np.r_[0, np.cumsum(np.bincount(groups[picks[picked]], minlength=size))]
+    fps = np.r_[0, np.cumsum(np.bincount(groups[picks[~picked]], minlength=size))]
+    fpr, tpr = fps / fps[-1], tps / tps[-1]
+    out = {"auc": _auc(fpr, tpr)}
+    for x in fprs:
+        out[f"tpr_at_fpr_{x:g}"] = _tpr_at_fpr(fpr, tpr, x, int(fps[-1])).tpr
+    return out
+
+
+def bootstrap_metrics(
+    scores: np.ndarray,
+    membership: np.ndarray,
+    fprs: Sequence[float],
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of ``auc`` and ``tpr_at_fpr_<x>`` over stratified resamples
+    (members and non-members resampled separately, as :func:`bootstrap_interval`)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    membership = np.asarray(membership, dtype=bool)
+    groups, size = _tie_groups(scores)
+    members, others = np.flatnonzero(membership), np.flatnonzero(~membership)
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        picks = np.concatenate(
+            [rng.choice(members, len(members)), rng.choice(others, len(others))]
+        )
+        for key, value in _weighted(groups, size, membership, picks, tuple(fprs)).items():
+            samples.setdefault(key, []).append(value)
+    alpha = 1.0 - confidence
+    return {
+        key: tuple(float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+        for key, values in samples.items()
+    }
+
+
+def interval_metrics(
+    scores: np.ndarray,
+    membership: np.ndarray,
+    fprs: Sequence[float],
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The intervals of one attack on one target, as flat measures:
+
+    * ``tpr_at_fpr_<x>_low`` / ``_high``: exact Clopper-Pearson interval of the TPR at the
+      threshold the metric picks, and ``fpr_at_fpr_<x>_high`` the upper bound of the FPR
+      achieved there (always);
+    * ``auc_low`` / ``auc_high`` and ``tpr_at_fpr_<x>_boot_low`` / ``_boot_high``: the
+      bootstrap's percentile intervals (only with ``resamples`` > 0).
+
+    >>> m = np.arange(200) < 100
+    >>> d = interval_metrics(m.astype(float), m, [0.01], resamples=0)
+    >>> round(d["tpr_at_fpr_0.01_low"], 4), d["tpr_at_fpr_0.01_high"]  # 100 of 100 found
+    (0.9638, 1.0)
+    """
+    out: dict[str, float] = {}
+    for x in fprs:
+        rate = tpr_at_fpr_interval(scores, membership, x, confidence)
+        out[f"tpr_at_fpr_{x:g}_low"], out[f"tpr_at_fpr_{x:g}_high"] = rate.tpr_low, rate.tpr_high
+        out[f"fpr_at_fpr_{x:g}_high"] = rate.fpr_high
+    if resamples > 0:
+        boot = bootstrap_metrics(scores, membership, fprs, resamples, confidence, seed)
+        out["auc_low"], out["auc_high"] = boot["auc"]
+        for x in fprs:
+            key = f"tpr_at_fpr_{x:g}"
+            out[f"{key}_boot_low"], out[f"{key}_boot_high"] = boot[key]
+    return out

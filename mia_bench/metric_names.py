@@ -11,10 +11,15 @@ attack, side by side:
 ``mia/auc/<attack>``                area under the attack's ROC curve
 ``mia/tpr_at_fpr_<x>/<attack>``     largest TPR at FPR <= x (``0.001``, ``0.01``)
 ``mia/balanced_acc/<attack>``       best balanced attack accuracy
+``mia/epsilon_lower_bound/<attack>`` the epsilon the attack's ROC certifies at delta
+                                    1e-5 (an empirical lower bound; see
+                                    :mod:`mia_bench.empirical_privacy`)
 ``mia/<measure>/<gmia report>``     GMIA's reports on its vulnerable records (Long et
                                     al. 2018), e.g. ``mia/precision/gmia_direct``
 ``mia/num_references``              reference runs used that epoch
-``privacy/epsilon``                 DP-SGD's budget spent so far
+``privacy/epsilon``                 DP-SGD's budget spent so far (the accountant's)
+``privacy/epsilon_lower_bound``     the largest ``mia/epsilon_lower_bound`` of the epoch,
+                                    in the same chart section as the accountant's
 ``time/<phase>``                    seconds per epoch
 ==================================  ==================================================
 
@@ -24,8 +29,9 @@ way, each section right after the per-run one: ``mia/auc_mean/<attack>``,
 
 What does not change across a run's epochs is not a metric: the numbers of members and
 non-members scored are the params ``mia.num_members`` and ``mia.num_nonmembers``. The
-FPR each TPR was reached at (``fpr_at_fpr_<x>``, at most ``x``) is kept with every
-other number in the run's artifact ``mia/history.json`` and in audit documents.
+FPR each TPR was reached at (``fpr_at_fpr_<x>``, at most ``x``) and the confidence
+intervals (measures ending ``_low`` or ``_high``) are kept with every other number in
+the run's artifact ``mia/history.json`` and in audit documents.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from collections.abc import Mapping
 PREFIX = "mia/"
 PER_RUN = ("num_members", "num_nonmembers")  # the same at every epoch: params
 ACHIEVED_FPR = "fpr_at_fpr_"  # kept in history.json and audit documents only
+INTERVAL_ENDS = ("_low", "_high")  # confidence intervals: likewise
 
 
 def metric_name(attack: str, measure: str) -> str:
@@ -51,8 +58,14 @@ def is_per_epoch(measure: str) -> bool:
 
     >>> is_per_epoch("auc"), is_per_epoch("num_members"), is_per_epoch("fpr_at_fpr_0.01")
     (True, False, False)
+    >>> is_per_epoch("tpr_at_fpr_0.01_low"), is_per_epoch("epsilon_lower_bound")
+    (False, True)
     """
-    return measure not in PER_RUN and not measure.startswith(ACHIEVED_FPR)
+    return (
+        measure not in PER_RUN
+        and not measure.startswith(ACHIEVED_FPR)
+        and not measure.endswith(INTERVAL_ENDS)
+    )
 
 
 def audit_metric_name(key: str, stat: str) -> str:

@@ -77,12 +77,20 @@ def test_fit_off_a_terminal_prints_a_line_per_epoch_and_the_result(tmp_path):
     history = json.loads((art / "mia" / "history.json").read_text())
     start = lines.index(next(line for line in lines if line.startswith("membership inference")))
     assert "epoch 1" in lines[start]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[start + 2 : start + 7]}
+    assert "AUC [95% CI]" in lines[start + 1] and lines[start + 1].endswith("eps >=")
+    rows = {line.split()[0]: line for line in lines[start + 2 : start + 7]}
     assert set(rows) == {"loss", "confidence", "entropy", "modified_entropy", "correctness"}
-    for attack, (auc, tpr3, tpr2) in rows.items():
+    for attack, line in rows.items():
         m = history["1"][attack]
-        assert auc == f"{m['auc']:.3f}" and tpr3 == f"{100 * m['tpr_at_fpr_0.001']:.2f}%"
-        assert tpr2 == f"{100 * m['tpr_at_fpr_0.01']:.2f}%"
+        tpr3, tpr2 = (f"tpr_at_fpr_{x}" for x in ("0.001", "0.01"))
+        expected = (
+            f"{m['auc']:.3f} [{m['auc_low']:.3f}, {m['auc_high']:.3f}]",
+            f"{100 * m[tpr3]:.2f}% [{100 * m[tpr3 + '_low']:.2f}, {100 * m[tpr3 + '_high']:.2f}]",
+            f"{100 * m[tpr2]:.2f}% [{100 * m[tpr2 + '_low']:.2f}, {100 * m[tpr2 + '_high']:.2f}]",
+            f"{m['epsilon_lower_bound']:.2f}",
+        )
+        assert re.split(r"\s{2,}", line) == [attack, *expected]
+        assert m["auc_low"] <= m["auc"] <= m["auc_high"]
     assert f"run {run.info.run_id} in experiment {run.info.experiment_id}" in out
     assert f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out

@@ -19,7 +19,9 @@ from mia_bench.attacks.embedding import layer_sweep_scores
 from mia_bench.attacks.neighbourhood import neighbourhood_attack
 from mia_bench.audit.gmia import gmia_reports
 from mia_bench.console import tqdm_disable
+from mia_bench.empirical_privacy import DELTA, epsilon_lower_bound
 from mia_bench.errors import UserError
+from mia_bench.intervals import interval_metrics
 from mia_bench.metrics import DEFAULT_FPRS, summarize
 from mia_bench.store.artifacts import EpochSignals
 from mia_bench.store.groups import GroupRun
@@ -150,12 +152,15 @@ class TargetAudit:
         reports: GMIA's reports on its vulnerable records, report -> metric -> value.
         scores: attack -> ``float64[N]`` score per pool example (higher = member).
         references: ``(run_id, epoch)`` of every reference used.
+        vulnerable: pool indices of the records GMIA selected as vulnerable (None when
+            GMIA did not run).
     """
 
     metrics: dict[str, dict[str, float]]
     reports: dict[str, dict[str, float]]
     scores: dict[str, np.ndarray]
     references: list[tuple[str, int]]
+    vulnerable: np.ndarray | None = None
 
     def flat(self) -> dict[str, float]:
         """``<attack>/<metric>`` numbers, reports included (see :func:`flatten`)."""
@@ -179,6 +184,8 @@ def audit_target(
     attacks: Sequence[Attack],
     fprs: Sequence[float] = DEFAULT_FPRS,
     sweep_layers: Sequence[str] = (),
+    bootstrap: int = 0,
+    delta: float = DELTA,
 ) -> TargetAudit:
     """Attack one target at one epoch and score the attacks: the one audit engine.
 
@@ -193,12 +200,32 @@ def audit_target(
         attacks: the attacks to run.
         fprs: FPRs of the TPR metrics.
         sweep_layers: layers for the per-layer embedding sweep (see :func:`score_attacks`).
+        bootstrap: resamples of the bootstrap intervals of AUC and TPR (0: none; the
+            exact Clopper-Pearson intervals of the TPR and FPR are always computed).
+        delta: the delta of each attack's ``epsilon_lower_bound``.
     """
     inputs = build_inputs(signals, refs, keep)
     scores = score_attacks(attacks, inputs, sweep_layers)
-    metrics = {name: summarize(s, keep, tuple(fprs)) for name, s in scores.items()}
+    metrics = {name: score_metrics(s, keep, fprs, bootstrap, delta) for name, s in scores.items()}
     used = [] if refs is None else list(zip(refs.run_ids, refs.epochs, strict=True))
-    return TargetAudit(metrics, gmia_reports(scores, inputs, keep), scores, used)
+    reports, vulnerable = gmia_reports(scores, inputs, keep)
+    return TargetAudit(metrics, reports, scores, used, vulnerable)
+
+
+def score_metrics(
+    scores: np.ndarray,
+    keep: np.ndarray,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    bootstrap: int = 0,
+    delta: float = DELTA,
+) -> dict[str, float]:
+    """One attack's numbers on one target: :func:`~mia_bench.metrics.summarize`'s, their
+    intervals (:func:`~mia_bench.intervals.interval_metrics`) and the empirical epsilon
+    (:func:`~mia_bench.empirical_privacy.epsilon_lower_bound` at ``delta``)."""
+    out = summarize(scores, keep, tuple(fprs))
+    out |= interval_metrics(scores, keep, fprs, resamples=bootstrap)
+    out["epsilon_lower_bound"] = epsilon_lower_bound(scores, keep, delta).epsilon
+    return out
 
 
 @dataclass
@@ -211,6 +238,8 @@ class AuditResult:
         run_ids: run index -> the target's MLflow run id.
         target_epochs: run index -> the epoch its signals came from.
         keep: the first target's keep row (for ROC plots).
+        keeps: run index -> the target's keep row (for the records that leak).
+        labels: the pool's class labels.
     """
 
     epoch: int | str
@@ -218,6 +247,8 @@ class AuditResult:
     run_ids: dict[int, str] = field(default_factory=dict)
     target_epochs: dict[int, int] = field(default_factory=dict)
     keep: np.ndarray | None = None
+    keeps: dict[int, np.ndarray] = field(default_factory=dict)
+    labels: np.ndarray | None = None
 
     @property
     def scores(self) -> dict[str, np.ndarray]:
@@ -269,6 +300,7 @@ def audit_group(
     min_references: int = 1,
     progress: bool | None = None,
     allow_partial: bool = False,
+    bootstrap: int = 0,
 ) -> AuditResult:
     """Leave-one-out audit at one epoch: each run of ``targets`` is the target in turn.
 
@@ -292,6 +324,7 @@ def audit_group(
             stderr is a terminal.
         allow_partial: leave out (with a warning) a reference whose files are damaged,
             instead of stopping.
+        bootstrap: resamples of each target's bootstrap intervals (see :func:`audit_target`).
 
     Raises:
         UserError: a target lacks the epoch, has fewer than ``min_references``, or a
@@ -317,12 +350,13 @@ def audit_group(
                 "reference runs, or audit another --epoch"
             )
         result.per_target[target.run_index] = audit_target(
-            own.signals, own.keep, refs, attacks, fprs, layers
+            own.signals, own.keep, refs, attacks, fprs, layers, bootstrap
         )
+        result.keeps[target.run_index] = np.asarray(own.keep, dtype=bool)
         result.run_ids[target.run_index] = target.run_id
         result.target_epochs[target.run_index] = own.epoch
         if result.keep is None:
-            result.keep = own.keep
+            result.keep, result.labels = own.keep, np.asarray(own.signals.labels)
     return result
 
 

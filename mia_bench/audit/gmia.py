@@ -31,19 +31,19 @@ def gmia_reports(
     alpha: float = GMIA_ALPHA,
     top_k: int = GMIA_TOP_K,
     threshold: float = GMIA_THRESHOLD,
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], np.ndarray | None]:
     """GMIA (Long et al. 2018) on its vulnerable records, other attacks at as many
-    predictions: report -> metric -> value.
+    predictions: ``(report -> metric -> value, the selected records' pool indices)``.
 
     The ``top_k`` records with the fewest neighbours (cosine similarity >= ``threshold``
     among all pool records, in the references' mean ``embedding`` space) are attacked
     with the direct test at significance ``alpha`` (``gmia_direct``); the same test on
     every record is ``gmia_direct_pool``, and the indirect test on the selected records
     ``gmia_indirect``. Empty without ``gmia_direct`` scores or the references'
-    ``embedding`` layer.
+    ``embedding`` layer (and no selection).
     """
     if "gmia_direct" not in scores or "embedding" not in inputs.ref_embeddings:
-        return {}
+        return {}, None
     features = reference_features(inputs, "embedding")
     everyone = np.ones(len(features), dtype=bool)
     selected = select_vulnerable(features, everyone, threshold, top_k=top_k)
@@ -56,7 +56,8 @@ def gmia_reports(
     if inputs.population is not None:  # indirect: only the enhancing records are queried
         indirect = indirect_log_pvalues(inputs, selected, features)
         reports["gmia_indirect"] = gmia_report(indirect, selected, keep, alpha)
-    return {name: _unprefix(r.as_metrics(name), name) for name, r in reports.items()}
+    flat = {name: _unprefix(r.as_metrics(name), name) for name, r in reports.items()}
+    return flat, np.flatnonzero(selected)
 
 
 def _unprefix(flat: Mapping[str, float], prefix: str) -> dict[str, float]:

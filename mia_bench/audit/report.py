@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,14 @@ from mlflow.tracking import MlflowClient
 
 from mia_bench.audit.bounds_report import bounds_markdown, bounds_rows
 from mia_bench.audit.engine import AuditResult, layer_attack_name
+from mia_bench.audit.leaks import (
+    TOP,
+    gmia_relation,
+    leak_ranking,
+    leaks_markdown,
+    strongest_attack,
+    vulnerable,
+)
 from mia_bench.metric_names import audit_metric_name, is_per_epoch
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
@@ -80,16 +88,26 @@ def markdown(df: pd.DataFrame, fprs: Sequence[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, title: str) -> dict:
-    """Write ``audit.csv``, ``audit.md``, ``audit.json`` and ``roc.png`` into ``folder``."""
+def write_outputs(
+    result: AuditResult,
+    fprs: Sequence[float],
+    folder: Path,
+    title: str,
+    accountant: Mapping[int, float] | None = None,
+) -> dict:
+    """Write ``audit.csv``, ``audit.md``, ``audit.json``, ``roc.png``, ``bounds.md``
+    and the records that leak (``leaks.csv``, ``leaks.md``) into ``folder``.
+
+    ``accountant``: target -> DP-SGD's ``privacy/epsilon`` at the audited epoch, shown
+    beside the empirical epsilon.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     df = table(result, fprs)
     df.to_csv(folder / "audit.csv", index=False)
     (folder / "audit.md").write_text(markdown(df, fprs))
-    bounds = []
     if result.scores and result.keep is not None:
         plot_roc(result.scores, result.keep, folder / "roc.png", title=title)
-        bounds = bounds_rows(result.scores, result.keep, fprs)
+    bounds = bounds_rows(result, fprs, accountant)
     doc = {
         "epoch": result.epoch,
         "targets": sorted(result.per_target),
@@ -102,16 +120,45 @@ def write_outputs(result: AuditResult, fprs: Sequence[float], folder: Path, titl
         "used": result.used(),
     }
     if bounds:
-        first = min(result.per_target) if result.per_target else None
-        (folder / "bounds.md").write_text(bounds_markdown(bounds, first))
+        (folder / "bounds.md").write_text(bounds_markdown(bounds))
         doc["bounds"] = bounds
         doc["bounds_markdown"] = (folder / "bounds.md").read_text()
+    leaks = write_leaks(result, fprs, folder)
+    if leaks:
+        doc["leaks"] = leaks
     gmia = gmia_markdown(result)
     if gmia:
         (folder / "gmia.md").write_text(gmia)
         doc["gmia_markdown"] = gmia
     (folder / "audit.json").write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def write_leaks(result: AuditResult, fprs: Sequence[float], folder: Path) -> dict | None:
+    """The records that leak (:mod:`mia_bench.audit.leaks`) under the strongest attack at
+    the lowest FPR: ``leaks.csv`` (every pool record) and ``leaks.md``; returns what the
+    audit document keeps (None without targets' keep rows)."""
+    fpr = min(fprs)
+    attack = strongest_attack(result.aggregate(), fpr)
+    if attack is None or not result.keeps:
+        return None
+    scores = {i: t.scores[attack] for i, t in result.per_target.items() if attack in t.scores}
+    keeps = {i: result.keeps[i] for i in scores}
+    ranking = leak_ranking(scores, keeps, fpr, result.labels)
+    ranking.to_csv(folder / "leaks.csv", index=False)
+    selected = {i: t.vulnerable for i, t in result.per_target.items() if t.vulnerable is not None}
+    gmia = gmia_relation(ranking, selected) if selected else None
+    text = leaks_markdown(ranking, attack, fpr, gmia=gmia)
+    (folder / "leaks.md").write_text(text)
+    return {
+        "attack": attack,
+        "fpr": fpr,
+        "num_targets": len(scores),
+        "vulnerable": [int(i) for i in vulnerable(ranking)],
+        "gmia": gmia,
+        "markdown": text,
+        "top": ranking.head(TOP).to_dict(orient="records"),
+    }
 
 
 def gmia_markdown(result: AuditResult) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mia_bench.attacks import ATTACKS, get_attack
 from mia_bench.audit.checkpoint import config_and_keep, load_keep_file, signals_of_checkpoint
@@ -19,11 +22,12 @@ from mia_bench.audit.report import (
     write_outputs,
 )
 from mia_bench.errors import UserError
+from mia_bench.intervals import DEFAULT_RESAMPLES
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.store.artifacts import as_stored
 from mia_bench.store.groups import GroupMembers, client_and_experiment, scan_group
 from mia_bench.store.references import check_same_pool, load_references
-from mia_bench.store.runs import MlflowSettings
+from mia_bench.store.runs import MetricHistory, MlflowSettings
 
 
 def resolve_targets(members: GroupMembers, num_targets: int) -> list:
@@ -121,8 +125,12 @@ def run_audit(
     output: Path = Path("audit.json"),
     extra_tags: dict[str, str] | None = None,
     allow_partial: bool = False,
+    bootstrap: int = DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """Audit ``group`` and log an MLflow audit run; returns the JSON document.
+
+    Every number comes with its 95% interval (``bootstrap`` resamples for AUC and TPR,
+    exact for TPR and FPR) and each attack with the epsilon it certifies.
 
     Only the runs that pass the group membership rule (:mod:`mia_bench.store.groups`)
     take part; the document records which run ids and epochs were used and which runs
@@ -164,8 +172,9 @@ def run_audit(
     results: dict[int, AuditResult] = {}
     for e in epochs:
         result = audit_group(
-            targets, chosen, e, reference_runs, layers, fprs, allow_partial=allow_partial
-        )
+            targets, chosen, e, reference_runs, layers, fprs, allow_partial=allow_partial,
+            bootstrap=bootstrap,
+        )  # fmt: skip
         results[max(result.target_epochs.values())] = result
     doc = _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags)
     doc["excluded"] = [vars(x) for s in scanned for x in s.excluded]
@@ -173,6 +182,17 @@ def run_audit(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def accountant_epsilons(client, result: AuditResult) -> dict[int, float]:
+    """Target -> DP-SGD's ``privacy/epsilon`` at the epoch audited (targets without one
+    are left out)."""
+    history = MetricHistory(client)
+    values = {
+        i: history.at(run_id, "privacy/epsilon", result.target_epochs[i])
+        for i, run_id in result.run_ids.items()
+    }
+    return {i: v for i, v in values.items() if not math.isnan(v)}
 
 
 def _write_and_log(client, exp_id, group, references, results, layers, fprs, extra_tags) -> dict:
@@ -184,10 +204,13 @@ def _write_and_log(client, exp_id, group, references, results, layers, fprs, ext
             fprs,
             folder,
             title=f"{group}, run {min(results[last_step].per_target)} as target",
+            accountant=accountant_epsilons(client, results[last_step]),
         )
         if len(results) > 1:
             doc["epochs"] = {
-                str(k): write_outputs(r, fprs, folder / f"epoch_{k:03d}", "")
+                str(k): write_outputs(
+                    r, fprs, folder / f"epoch_{k:03d}", "", accountant_epsilons(client, r)
+                )
                 for k, r in results.items()
             }
             table = epochs_table(client, results, min(fprs))
@@ -224,6 +247,7 @@ def audit_checkpoint(
     fprs: Sequence[float] = DEFAULT_FPRS,
     output: Path = Path("audit.json"),
     allow_partial: bool = False,
+    bootstrap: int = DEFAULT_RESAMPLES,
 ) -> dict[str, Any]:
     """Attack one model given as a checkpoint, with reference groups; returns the JSON doc.
 
@@ -245,8 +269,9 @@ def audit_checkpoint(
     needs = needs_of(chosen, layers)
     layers = needs.layers
     refs = load_references(reference_runs, epoch, needs, target_keep=keep_row)
-    result = AuditResult(epoch=signals.epoch, keep=keep_row)
-    result.per_target[0] = audit_target(signals, keep_row, refs, chosen, fprs, layers)
+    result = AuditResult(epoch=signals.epoch, keep=keep_row, labels=np.asarray(signals.labels))
+    result.per_target[0] = audit_target(signals, keep_row, refs, chosen, fprs, layers, bootstrap)
+    result.keeps[0] = np.asarray(keep_row, dtype=bool)
     result.target_epochs[0] = signals.epoch
     with tempfile.TemporaryDirectory() as tmp:
         doc = write_outputs(result, fprs, Path(tmp), title=f"{checkpoint.name}")

@@ -21,6 +21,7 @@ from mia_bench.audit.engine import (
 )
 from mia_bench.callbacks.signal_recorder import SignalRecorder
 from mia_bench.checks import check_membership_data
+from mia_bench.empirical_privacy import DELTA
 from mia_bench.metric_names import mlflow_metrics, mlflow_params
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.plots import plot_layer_depth, plot_roc
@@ -92,6 +93,13 @@ class AttackMonitor(Callback):
         min_references: fewest references a reference attack runs with.
         headline: the attack shown in the progress bar and first in summaries (default:
             the first of ``attacks``).
+        bootstrap: resamples of the bootstrap intervals of each attack's AUC and TPR,
+            kept in ``mia/history.json`` and shown in the end-of-fit table (0: none; the
+            exact intervals of the TPR are always computed).
+
+    Every epoch also logs ``privacy/epsilon_lower_bound``: the largest epsilon an
+    attack's ROC certifies (:mod:`mia_bench.empirical_privacy`), at DP-SGD's delta when
+    the run uses it (beside the accountant's ``privacy/epsilon``), else at 1e-5.
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class AttackMonitor(Callback):
         reference_epoch: str = "same",
         min_references: int = 2,
         headline: str | None = None,
+        bootstrap: int = 100,
     ) -> None:
         if reference_epoch not in ("same", "last"):
             raise ValueError(f"reference_epoch must be 'same' or 'last', got {reference_epoch!r}")
@@ -118,6 +127,7 @@ class AttackMonitor(Callback):
         self.references = list(references or [])
         self.reference_epoch = reference_epoch
         self.min_references = min_references
+        self.bootstrap = bootstrap
         self._reference_runs: list[GroupRun] | None = None
         self.last_scores: dict[str, np.ndarray] = {}
         self.last_epoch: int | None = None
@@ -187,6 +197,15 @@ class AttackMonitor(Callback):
             name = f"auc({self.headline})"
             pl_module.log(name, metrics["auc"], prog_bar=True, logger=False, on_epoch=True)
 
+    @staticmethod
+    def delta(pl_module: L.LightningModule | None) -> float:
+        """The delta of the empirical epsilon: the DP defense's, else 1e-5."""
+        defense = getattr(pl_module, "defense", None)
+        delta = getattr(defense, "delta", None)
+        if delta is None and getattr(defense, "num_examples", None):
+            return 1.0 / defense.num_examples  # its accountant's (DPSGD(delta=None))
+        return DELTA if delta is None else float(delta)
+
     def _attack(self, trainer: L.Trainer, signals: EpochSignals | None) -> bool:
         """Attack one epoch's signals and log the numbers; False when there were none."""
         if signals is None:
@@ -196,8 +215,14 @@ class AttackMonitor(Callback):
         needs = needs_of(self.attacks, recorder.layers)
         layers = needs.layers
         refs = self._load_references(trainer, signals.epoch, needs, keep)
-        audit = audit_target(signals, keep, refs, self.attacks, self.fprs, layers)
+        audit = audit_target(
+            signals, keep, refs, self.attacks, self.fprs, layers, self.bootstrap,
+            self.delta(trainer.lightning_module),
+        )  # fmt: skip
         metrics = mlflow_metrics(audit.metrics) | mlflow_metrics(audit.reports)
+        bounds = [m["epsilon_lower_bound"] for m in audit.metrics.values()]
+        if bounds:
+            metrics["privacy/epsilon_lower_bound"] = float(max(bounds))
         if refs is not None:
             metrics["mia/num_references"] = float(len(refs.run_ids))
         self.last_scores, self.last_epoch, self.last_metrics = audit.scores, signals.epoch, metrics

@@ -74,17 +74,28 @@ def test_audit_writes_json_table_and_mlflow_run(in_group):
     assert run.data.tags["mia.audit_of"] == "g"
     assert "mia/auc_mean/lira_online" in run.data.metrics
     names = {f.path for f in client.list_artifacts(doc["run_id"])}
-    assert {"audit.csv", "audit.md", "audit.json", "roc.png", "bounds.md"} <= names
-    # the first target's exact intervals and certified epsilon, per attack
-    per_target = doc["per_target"]["0"]
-    bounds = {row["attack"]: row for row in doc["bounds"]}
-    assert set(bounds) == {"loss", "lira_online", "lira_offline_fixed_var", "rmia_offline"}
-    for name, row in bounds.items():
-        assert row["tpr"] == per_target[f"{name}/tpr_at_fpr_0.001"]
+    assert {"audit.csv", "audit.md", "audit.json", "roc.png", "bounds.md", "leaks.csv"} <= names
+    # intervals and certified epsilon are audit numbers, not MLflow metrics (but epsilon is)
+    assert "mia/epsilon_lower_bound_mean/loss" in run.data.metrics
+    assert not [k for k in run.data.metrics if k.endswith(("_low", "_high")) or "_low_" in k]
+    # every target's exact and bootstrap intervals and certified epsilon, per attack
+    assert {(r["target"], r["attack"]) for r in doc["bounds"]} == {
+        (t, a) for t in range(3) for a in ("loss", "lira_online", "lira_offline_fixed_var",
+                                           "rmia_offline")
+    }  # fmt: skip
+    for row in doc["bounds"]:
+        metrics = doc["per_target"][str(row["target"])]
+        assert row["tpr"] == metrics[f"{row['attack']}/tpr_at_fpr_0.001"]
         assert row["tpr_low"] <= row["tpr"] <= row["tpr_high"]
+        assert row["auc_low"] <= row["auc"] <= row["auc_high"]
         assert row["fpr_achieved"] <= 0.001 <= row["fpr_high"] and row["delta"] == 1e-5
-        assert row["epsilon_lower_bound"] >= 0.0
+        assert row["epsilon_lower_bound"] == metrics[f"{row['attack']}/epsilon_lower_bound"] >= 0
     assert "Clopper-Pearson" in doc["bounds_markdown"] and "| loss |" in doc["bounds_markdown"]
+    # the records that leak, under the strongest attack
+    leaks = doc["leaks"]
+    assert leaks["attack"] in doc["attacks"] and leaks["num_targets"] == 3
+    rates = [r["flag_rate"] for r in leaks["top"] if r["flag_rate"] == r["flag_rate"]]
+    assert rates == sorted(rates, reverse=True)
 
 
 @pytest.mark.slow
