@@ -331,6 +331,11 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument(
         "--fpr", type=float, default=DEFAULT_FPRS[0], help="the FPR whose TPR is compared"
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="the recipe (group) others are tested against (default: the most exposed)",
+    )
     add_store_flags(parser)
     args = parser.parse_args(argv)
     from mia_bench.study.compare import compare
@@ -344,6 +349,7 @@ def compare_main(argv: list[str]) -> int:
         filter_string=args.filter,
         all_epochs=args.all_epochs,
         fpr=args.fpr,
+        baseline=args.baseline,
     )
     print((Path(args.output_dir) / "compare.md").read_text(), end="")
     return 0

@@ -28,7 +28,11 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_roc(
-    scores: Mapping[str, np.ndarray], membership: np.ndarray, path: Path, title: str = ""
+    scores: Mapping[str, np.ndarray],
+    membership: np.ndarray,
+    path: Path,
+    title: str = "",
+    intervals: bool = False,
 ) -> Path:
     """Plot every attack's ROC curve on log-log axes and save a PNG.
 
@@ -37,19 +41,24 @@ def plot_roc(
         membership: ``bool[N]`` truth (True = member).
         path: where to write the PNG.
         title: figure title.
+        intervals: shade each curve's exact 95% interval of the TPR (Clopper-Pearson,
+            pointwise, at 200 FPRs spaced evenly on the log axis).
 
     Returns:
         ``path``.
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5 if intervals else 5, 5))
+    membership = np.asarray(membership, dtype=bool)
     floor = 1.0 / max(int((~membership).sum()), 1)
     for name, s in scores.items():
         fpr, tpr, _ = roc_curve(s, membership)
-        ax.plot(
+        (line,) = ax.plot(
             np.maximum(fpr, floor),
             np.maximum(tpr, floor),
             label=f"{name} (AUC {auc(s, membership):.3f})",
         )
+        if intervals:
+            _shade_tpr_interval(ax, fpr, tpr, int(membership.sum()), floor, line.get_color())
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     ax.set(
         xscale="log",
@@ -62,6 +71,16 @@ def plot_roc(
     )
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
+
+
+def _shade_tpr_interval(ax, fpr, tpr, positives: int, floor: float, color) -> None:
+    from mia_bench.intervals import clopper_pearson
+
+    grid = np.geomspace(floor, 1.0, 200)
+    at = np.searchsorted(fpr, grid, side="right") - 1  # the best TPR at FPR <= grid
+    low, high = clopper_pearson(np.rint(tpr[at] * positives), positives)
+    ax.fill_between(grid, np.maximum(low, floor), np.maximum(high, floor), color=color,
+                    alpha=0.15, linewidth=0)  # fmt: skip
 
 
 def plot_layer_depth(

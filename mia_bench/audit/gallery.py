@@ -472,7 +472,8 @@ def gallery_for_config(
     except (Exception, SystemExit) as err:  # a parse error of the CLI exits
         return (
             f"no gallery: the pool of {config} could not be loaded ({first_line(err)}); "
-            "audit from the folder the group was trained in, or pass --data.root DIR"
+            "audit from the folder the group was trained in (a relative data root is read "
+            "from there)"
         )
     problem = records_mismatch(records, pool)
     if problem:

@@ -106,7 +106,7 @@ def write_outputs(
     df.to_csv(folder / "audit.csv", index=False)
     (folder / "audit.md").write_text(markdown(df, fprs))
     if result.scores and result.keep is not None:
-        plot_roc(result.scores, result.keep, folder / "roc.png", title=title)
+        plot_roc(result.scores, result.keep, folder / "roc.png", title=title, intervals=True)
     bounds = bounds_rows(result, fprs, accountant)
     doc = {
         "epoch": result.epoch,
@@ -253,6 +253,27 @@ def epochs_markdown(table: pd.DataFrame, fpr: float = DEFAULT_FPRS[0]) -> str:
         cells += [f"{100 * r[f'{a}/{tpr}']:.2f}" for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_audit_epochs(
+    results: dict[int, AuditResult], table: pd.DataFrame, fpr: float, path: Path, title: str
+) -> Path:
+    """``epochs.png``: each attack's mean AUC and TPR at ``fpr`` over the targets against
+    epoch, beside the targets' mean train and test accuracy (:func:`epochs_table`)."""
+    from mia_bench.plots import plot_attack_vs_epoch
+
+    tpr = f"tpr_at_fpr_{fpr:g}"
+    means = {
+        epoch: {
+            name: {"auc": s["auc"]["mean"], tpr: s["tpr_at_fpr"][f"{fpr:g}"]["mean"]}
+            for name, s in summary(result, [fpr]).items()
+        }
+        for epoch, result in results.items()
+    }
+    accuracy = {
+        int(r["epoch"]): {k: r[k] for k in ("train/acc", "test/acc")} for _, r in table.iterrows()
+    }
+    return plot_attack_vs_epoch(means, accuracy, fpr, path, f"{title}: mean over targets")
 
 
 def depth_table(results: dict[int, AuditResult], layers: Sequence[str]) -> pd.DataFrame:

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mia_bench.attacks import ATTACKS, get_attack
 from mia_bench.audit.checkpoint import config_and_keep, load_keep_file, signals_of_checkpoint
 from mia_bench.audit.engine import AuditResult, audit_group, audit_target, needs_of
+from mia_bench.audit.page import write_report
 from mia_bench.audit.report import (
     epochs_markdown,
     epochs_table,
     log_audit_run,
+    plot_audit_epochs,
     write_depth_outputs,
     write_outputs,
 )
@@ -199,12 +202,13 @@ def _write_and_log(client, exp_id, group, references, results, layers, fprs, ext
     last_step = max(results)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        last = results[last_step]
         doc = write_outputs(
-            results[last_step],
+            last,
             fprs,
             folder,
-            title=f"{group}, run {min(results[last_step].per_target)} as target",
-            accountant=accountant_epsilons(client, results[last_step]),
+            title=f"{group}, run {min(last.per_target)} as target",
+            accountant=accountant_epsilons(client, last),
         )
         if len(results) > 1:
             doc["epochs"] = {
@@ -217,6 +221,7 @@ def _write_and_log(client, exp_id, group, references, results, layers, fprs, ext
             table.to_csv(folder / "epochs.csv", index=False)
             (folder / "epochs.md").write_text(epochs_markdown(table, min(fprs)))
             doc["epochs_markdown"] = (folder / "epochs.md").read_text()
+            plot_audit_epochs(results, table, min(fprs), folder / "epochs.png", group)
         doc["markdown"] = (folder / "audit.md").read_text()
         depth = write_depth_outputs(results, layers, folder)
         if depth is not None:
@@ -229,10 +234,40 @@ def _write_and_log(client, exp_id, group, references, results, layers, fprs, ext
         }
         doc["group"] = group
         doc["references"] = list(references or [group])
+        gallery = _gallery(client, last, doc, folder)
+        write_report(doc, folder, *gallery)
         (folder / "audit.json").write_text(json.dumps(doc, indent=2))  # with every epoch
         doc["run_id"] = log_audit_run(client, exp_id, tags, results, folder)
         doc["experiment_id"] = exp_id
     return doc
+
+
+GALLERY_SIZE = 24  # records shown in the gallery
+
+
+def _gallery(client, result: AuditResult, doc: dict, folder: Path) -> tuple[str, str]:
+    """The gallery of the records that leak, from the first target run's logged config:
+    ``(markdown, html)``; ``("", "")`` and a ``gallery_note`` in ``doc`` when the pool
+    cannot be shown."""
+    from mia_bench.audit.gallery import gallery_for_config
+
+    if not doc.get("leaks"):
+        return "", ""
+    run_id = result.run_ids[min(result.run_ids)]
+    records = pd.read_csv(folder / "leaks.csv").head(GALLERY_SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            config = Path(client.download_artifacts(run_id, "config.yaml", tmp))
+        except Exception:  # noqa: BLE001 - a run of a plain Trainer logs no config
+            doc["gallery_note"] = f"no gallery: run {run_id} logged no config.yaml"
+            return "", ""
+        title = f"The {len(records)} records that leak most ({doc['leaks']['attack']})"
+        gallery = gallery_for_config(records, config, folder, title)
+    if isinstance(gallery, str):
+        doc["gallery_note"] = gallery
+        return "", ""
+    doc["gallery"] = {"kind": gallery.kind, "files": gallery.files}
+    return gallery.markdown, gallery.html
 
 
 def audit_checkpoint(
@@ -276,6 +311,9 @@ def audit_checkpoint(
     with tempfile.TemporaryDirectory() as tmp:
         doc = write_outputs(result, fprs, Path(tmp), title=f"{checkpoint.name}")
         doc["markdown"] = (Path(tmp) / "audit.md").read_text()
+        doc |= {"checkpoint": str(checkpoint), "references": list(references)}
+        write_report(doc, Path(tmp))
+        (Path(tmp) / "audit.json").write_text(json.dumps(doc, indent=2))
         tags = {"mia.audit_of": str(checkpoint), "mia.references": ",".join(references)}
         doc["run_id"] = log_audit_run(client, exp_id, tags, {signals.epoch: result}, Path(tmp))
         doc["experiment_id"] = exp_id

@@ -30,6 +30,7 @@ from mia_bench.errors import UserError
 from mia_bench.metrics import DEFAULT_FPRS
 from mia_bench.store.database import SQLITE, find_store
 from mia_bench.store.runs import MetricHistory, MlflowSettings, resolve_tracking_uri
+from mia_bench.study.compare_leaks import write_comparisons
 from mia_bench.study.compare_plots import scatter, scatters, tpr_key
 
 __all__ = ["load_audits", "open_study", "points", "recipe_table", "scatter", "scatters", "tpr_key"]
@@ -267,11 +268,15 @@ def compare(
     log: bool = True,
     all_epochs: bool = False,
     fpr: float = DEFAULT_FPRS[0],
+    baseline: str | None = None,
 ) -> pd.DataFrame:
     """Write ``compare.md``, ``compare.csv``, ``points.csv`` and the scatters; log them.
 
     ``all_epochs`` puts every audited checkpoint in the scatters and ``points.csv``;
     ``fpr`` is the FPR whose TPR is tabulated and plotted (one the audits reported).
+    ``compare.md`` goes on with whether each recipe's TPR differs from the ``baseline``
+    recipe's, and how many of the baseline's vulnerable records it still exposes
+    (:mod:`mia_bench.study.compare_leaks`).
     """
     names = experiments or [settings.experiment_name]
     study = open_study(settings.tracking_uri, names, groups, filter_string, search_parents=False)
@@ -282,7 +287,10 @@ def compare(
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / "compare.csv", index=False)
     pts.to_csv(output_dir / "points.csv", index=False)
-    (output_dir / "compare.md").write_text(markdown(table, attacks, fpr))
+    more = write_comparisons(client, study.audits, pts, attacks, fpr, output_dir, baseline)
+    (output_dir / "compare.md").write_text(
+        "\n".join(filter(None, [markdown(table, attacks, fpr), more]))
+    )
     for name, fig in scatters(pts, attacks, fpr).items():
         fig.savefig(output_dir / name, dpi=120)
     if log:

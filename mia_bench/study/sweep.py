@@ -21,7 +21,8 @@ is not redone), and finally all of them are compared with ``mia-bench compare``:
     extra_audits:                     # e.g. an attacker who did not know the recipe
       - {group: crop, references: [none]}
     compare: {attacks: [loss, lira_online_fixed_var], output_dir: docs/results/recipes,
-              all_epochs: true}   # every audited checkpoint is a point of the gap scatter
+              all_epochs: true,   # every audited checkpoint is a point of the gap scatter
+              baseline: none}     # the recipe the others are tested against
 """
 
 from __future__ import annotations
@@ -132,5 +133,6 @@ def run_sweep(path: Path) -> int:
         groups=list(doc["recipes"]),
         filter_string=f"tags.`mia.sweep` = '{doc['name']}'",
         all_epochs=bool(opts.get("all_epochs", False)),
+        baseline=opts.get("baseline"),
     )
     return 0

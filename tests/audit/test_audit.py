@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +93,15 @@ def test_audit_writes_json_table_and_mlflow_run(in_group):
         assert row["fpr_achieved"] <= 0.001 <= row["fpr_high"] and row["delta"] == 1e-5
         assert row["epsilon_lower_bound"] == metrics[f"{row['attack']}/epsilon_lower_bound"] >= 0
     assert "Clopper-Pearson" in doc["bounds_markdown"] and "| loss |" in doc["bounds_markdown"]
+    # the one-page report, self-contained: its figures embedded, the gallery of the pool
+    assert {"report.html", "report.md", "gallery.md", "gallery.html"} <= names
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(client.download_artifacts(doc["run_id"], "report.html", tmp)).read_text()
+    assert page.count("data:image/png;base64,") >= 1 and 'src="roc.png"' not in page
+    for heading in ("Attacks", "ROC of target run 0", "Empirical privacy", "records that leak"):
+        assert heading in page
+    assert doc["gallery"]["kind"] == "tabular"  # digits: 64 features
+    assert "most unlike its class" in page
     # the records that leak, under the strongest attack
     leaks = doc["leaks"]
     assert leaks["attack"] in doc["attacks"] and leaks["num_targets"] == 3

@@ -193,3 +193,41 @@ def test_scatter_has_one_colour_and_legend_entry_per_recipe():
     colours = {tuple(c.get_facecolor()[0]) for c in ax.collections}
     assert len(ax.collections) == 3 and len(colours) == 3
     assert [len(c.get_offsets()) for c in ax.collections] == [2, 1, 2]
+
+
+@pytest.mark.slow
+def test_compare_tests_differences_and_counts_exposed_records(audited_store, monkeypatch):
+    monkeypatch.chdir(audited_store)
+    main(["compare", "--attacks", "loss,lira_online", "--output_dir", "diff",
+          "--baseline", "plain"])  # fmt: skip
+    out = audited_store / "diff"
+    differences = pd.read_csv(out / "differences.csv")
+    pts = pd.read_csv(out / "points.csv")
+    for row in differences.itertuples():
+        values = pts[pts["group"] == row.group][f"{row.attack}/tpr_at_fpr_0.001"]
+        assert row.tpr == pytest.approx(values.mean())
+        assert row.tpr_low <= row.tpr <= row.tpr_high and row.targets == 3
+        if row.group == "plain":
+            assert pd.isna(row.p_vs_baseline)
+        else:  # Welch's test over the two recipes' targets
+            from scipy.stats import ttest_ind
+
+            base = pts[pts["group"] == "plain"][f"{row.attack}/tpr_at_fpr_0.001"]
+            expected = ttest_ind(values, base, equal_var=False).pvalue
+            assert row.p_vs_baseline == pytest.approx(expected, nan_ok=True)
+    # the baseline exposes all its own vulnerable records; the same pool is compared
+    plain = json.loads((audited_store / "plain.json").read_text())
+    exposure = pd.read_csv(out / "exposure.csv").set_index("group")
+    count = len(plain["leaks"]["vulnerable"])
+    assert tuple(exposure.loc["plain", ["exposed", "compared"]]) == (count, count)
+    assert exposure.loc["dropout", "compared"] == count
+    assert 0 <= exposure.loc["dropout", "exposed"] <= count
+    text = (out / "compare.md").read_text()
+    assert "Is the difference real?" in text and "still exposed" in text
+
+
+def test_an_unknown_baseline_is_one_line(audited_store, monkeypatch, capsys):
+    monkeypatch.chdir(audited_store)
+    assert main(["compare", "--output_dir", "x", "--baseline", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--baseline 'nope' has no audit here; audited: dropout, plain" in err
