@@ -301,6 +301,11 @@ def audit_main(argv: list[str]) -> int:
         )
     from mia_bench.console import mlflow_hint
 
+    if doc.get("bounds"):
+        print(
+            "each number's 95% interval, the epsilon each attack certifies and the records "
+            "that leak: report.html of the audit run (also bounds.md, leaks.md)"
+        )
     print(f"audit run {doc['run_id']}; JSON at {args.output}")
     print(mlflow_hint(settings.tracking_uri, doc["experiment_id"], doc["run_id"]))
     return 0

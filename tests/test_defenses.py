@@ -5,6 +5,7 @@ parser, and DP-SGD / self-distillation end to end through ``mia-bench fit``."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import signal
@@ -443,3 +444,12 @@ def test_the_empirical_epsilon_of_a_dp_sgd_run_stays_below_its_accountants(store
     bound = epsilon_lower_bound(-loss.numpy(), load_keep(art), delta=1e-5)
     assert 0.0 <= bound.epsilon <= accountant, (bound, accountant)
     assert bound.delta == 1e-5 and 0 <= bound.fpr_high <= 1 and 0 <= bound.tpr_low <= 1
+    # the run logs the attacks' best bound beside the accountant's, epoch by epoch
+    history = json.loads((art / "mia" / "history.json").read_text())
+    logged = client.get_metric_history(run.info.run_id, "privacy/epsilon_lower_bound")
+    assert sorted(m.step for m in logged) == [0, 1]
+    spent_by_epoch = _epsilons(client, run.info.run_id)
+    for m, (_, spent) in zip(sorted(logged, key=lambda m: m.step), spent_by_epoch, strict=True):
+        best = max(v["epsilon_lower_bound"] for v in history[str(m.step)].values() if "auc" in v)
+        assert m.value == pytest.approx(best) and m.value <= spent
+    assert history["1"]["loss"]["epsilon_lower_bound"] == pytest.approx(bound.epsilon)

@@ -59,6 +59,8 @@ def summary(result: AuditResult, fprs: Sequence[float]) -> dict[str, Any]:
             "balanced_acc": stat(name, "balanced_acc"),
             "num_targets": agg[f"{name}/auc"]["num_targets"],
         }
+        if f"{name}/epsilon_lower_bound" in agg:
+            out[name]["epsilon_lower_bound"] = stat(name, "epsilon_lower_bound")
     return out
 
 
@@ -71,19 +73,26 @@ def table(result: AuditResult, fprs: Sequence[float]) -> pd.DataFrame:
             row[f"tpr@{x}"] = t["mean"]
             row[f"tpr@{x}_std"] = t["std"]
         row["balanced_acc"] = s["balanced_acc"]["mean"]
+        if "epsilon_lower_bound" in s:
+            row["epsilon_lower_bound"] = s["epsilon_lower_bound"]["mean"]
         row["num_targets"] = s["num_targets"]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def markdown(df: pd.DataFrame, fprs: Sequence[float]) -> str:
-    """The table as markdown, ``mean ± std``, TPR in percent."""
-    head = ["attack", "AUC", *[f"TPR@{x:g} FPR" for x in fprs], "bal. acc", "targets"]
+    """The table as markdown, ``mean ± std``, TPR in percent, and the mean epsilon the
+    attack certifies (``eps >=``, at delta 1e-5; per target in ``bounds.md``)."""
+    epsilon = "epsilon_lower_bound" in df
+    head = ["attack", "AUC", *[f"TPR@{x:g} FPR" for x in fprs], "bal. acc"]
+    head += ["eps >=", "targets"] if epsilon else ["targets"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = [r["attack"], f"{r['auc']:.3f} ± {r['auc_std']:.3f}"]
         cells += [f"{100 * r[f'tpr@{x:g}']:.2f}% ± {100 * r[f'tpr@{x:g}_std']:.2f}" for x in fprs]
-        cells += [f"{r['balanced_acc']:.3f}", str(int(r["num_targets"]))]
+        cells += [f"{r['balanced_acc']:.3f}"]
+        cells += [f"{r['epsilon_lower_bound']:.2f}"] if epsilon else []
+        cells += [str(int(r["num_targets"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -190,10 +190,16 @@ class _TorchvisionCIFAR(ImageMembershipDataModule):
             ) from err
 
 
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
 class CIFAR10(_TorchvisionCIFAR):
     """CIFAR-10 (Krizhevsky 2009): 60,000 32x32 colour images, 10 classes."""
 
     num_classes = 10
+    class_names = CIFAR10_CLASSES
     mean = CIFAR10_MEAN
     std = CIFAR10_STD
     torchvision_class = tvd.CIFAR10
@@ -219,6 +225,7 @@ class CIFAR10Partial(ImageMembershipDataModule):
     """
 
     num_classes = 10
+    class_names = CIFAR10_CLASSES
     mean = CIFAR10_MEAN
     std = CIFAR10_STD
     filename = "cifar10_partial.npz"
