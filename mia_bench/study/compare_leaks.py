@@ -28,10 +28,13 @@ from mia_bench.study.compare_plots import tpr_key
 
 
 def baseline_of(audits: Sequence[dict], baseline: str | None) -> dict | None:
-    """The baseline audit: ``baseline``'s (an error naming the audited groups when it
-    has none), else the one with the most vulnerable records; None without leaks."""
-    if baseline is not None:
-        found = [d for d in audits if d["group"] == baseline]
+    """The baseline audit: ``baseline``'s (with its own recipe's references when it was
+    also audited with others'; an error naming the audited groups when it has none),
+    else the one with the most vulnerable records; None without leaks."""
+    if baseline is not None:  # its audit against its own references first
+        found = sorted(
+            (d for d in audits if d["group"] == baseline), key=lambda d: d["references"] != baseline
+        )
         if not found:
             have = ", ".join(sorted({d["group"] for d in audits}))
             raise UserError(f"--baseline {baseline!r} has no audit here; audited: {have}")
