@@ -113,13 +113,16 @@ def bootstrap_interval(
     rng = np.random.default_rng(seed)
     values = np.empty(resamples)
     for b in range(resamples):
-        picked = np.concatenate(
-            [rng.choice(members, len(members)), rng.choice(others, len(others))]
-        )
+        picked = _stratified(rng, members, others)
         values[b] = statistic(scores[picked], membership[picked])
     alpha = 1.0 - confidence
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _stratified(rng: np.random.Generator, members: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """One resample: as many members and non-members as there are, drawn with replacement."""
+    return np.concatenate([rng.choice(members, len(members)), rng.choice(others, len(others))])
 
 
 def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, int]:
@@ -173,9 +176,7 @@ def bootstrap_metrics(
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {}
     for _ in range(resamples):
-        picks = np.concatenate(
-            [rng.choice(members, len(members)), rng.choice(others, len(others))]
-        )
+        picks = _stratified(rng, members, others)
         for key, value in _weighted(groups, size, membership, picks, tuple(fprs)).items():
             samples.setdefault(key, []).append(value)
     alpha = 1.0 - confidence

@@ -3,12 +3,13 @@
     python docs/screenshots/report.py REPORT_HTML OUT_DIR [MLFLOW_RUN_ARTIFACT_URL]
 
 Opens the report as a file (it needs no server: its figures are embedded), writes
-``audit_report.png`` (the page's first screen) and ``audit_gallery.png`` (the records
-that leak), and, given the MLflow UI address of the audit run's ``report.html``
+``audit_report.png`` (the page's first screen) and ``audit_gallery.png`` (the gallery of
+the records that leak), and, given the MLflow UI address of the audit run's ``report.html``
 artifact, ``audit_report_in_mlflow.png``. Needs ``pip install playwright``; it drives
 the system's /usr/bin/chromium and downloads nothing.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,11 +22,11 @@ with sync_playwright() as p:
     page.goto(report.as_uri())
     page.wait_for_load_state("load")
     page.screenshot(path=str(out / "audit_report.png"))
-    heading = page.get_by_role("heading", name="The records that leak")
+    heading = page.get_by_role("heading", name=re.compile("records that leak most"))
     heading.scroll_into_view_if_needed()
     top = heading.bounding_box()["y"] + page.evaluate("window.scrollY")
     page.screenshot(path=str(out / "audit_gallery.png"), full_page=True,
-                    clip={"x": 0, "y": top - 10, "width": 1280, "height": 1500})
+                    clip={"x": 0, "y": top - 10, "width": 1280, "height": 1250})
     if len(sys.argv) > 3:
         page.set_viewport_size({"width": 1600, "height": 1100})
         page.goto(sys.argv[3])
