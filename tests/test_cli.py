@@ -65,8 +65,10 @@ def test_fit_writes_signals_metrics_checkpoints(in_tmp):
         "mia/balanced_acc",
         "mia/tpr_at_fpr_0.001",
         "mia/tpr_at_fpr_0.01",
+        "mia/epsilon_lower_bound",
     }
     assert not [k for k in run.data.metrics if "num_members" in k or "fpr_at_fpr" in k]
+    assert "privacy/epsilon_lower_bound" in run.data.metrics
     members = int(load_keep(local_artifact_dir(run.info.artifact_uri)).sum())
     assert run.data.params["mia.num_members"] == str(members)
     assert run.data.params["mia.num_nonmembers"] == str(1797 - members)
